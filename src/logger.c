@@ -137,6 +137,17 @@ static void queue_reset(frame_queue *q)
     q->last_ticket = 0;
 }
 
+static int init_sync(phiaudit_logger *lg);
+
+static void reinit_sync(phiaudit_logger *lg)
+{
+    memset(&lg->mu, 0, sizeof lg->mu);
+    memset(&lg->scopes_mu, 0, sizeof lg->scopes_mu);
+    memset(&lg->flusher_cv, 0, sizeof lg->flusher_cv);
+    memset(&lg->done_cv, 0, sizeof lg->done_cv);
+    (void)init_sync(lg); /* cannot fail for default attributes on Linux */
+}
+
 /* In the child: the queued frames belong to the parent (it delivers them), the flusher
  * thread does not exist here, and the stream must not continue: the next seal starts a new
  * stream with a fresh random ID and so a fresh key and nonce space. */
@@ -150,10 +161,12 @@ static void atfork_child(void)
         lg->flusher_running = 0;
         lg->failing = 0;
         lg->need_new_stream = 1;
-        pthread_mutex_unlock(&lg->mu);
-        pthread_mutex_unlock(&lg->scopes_mu);
+        /* Re-initialise rather than unlock: the condition variables still count the
+         * parent's waiters (its flusher), and signalling them here would block forever. */
+        reinit_sync(lg);
     }
-    pthread_mutex_unlock(&reg_mu);
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    reg_mu = fresh;
 }
 
 static void register_atfork(void)

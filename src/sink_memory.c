@@ -51,10 +51,19 @@ static void memory_destroy(void *state)
     phiaudit_free(m);
 }
 
+/* The parent's flusher may have held the lock at fork(): the child gets a fresh one. */
+static int memory_after_fork_child(void *state)
+{
+    memory_sink *m = state;
+    memset(&m->mu, 0, sizeof m->mu);
+    return pthread_mutex_init(&m->mu, NULL) == 0 ? 0 : PHIAUDIT_E_NOMEM;
+}
+
 const phiaudit_sink_ops phiaudit_memory_sink_ops = {
     .version = PHIAUDIT_SINK_OPS_VERSION,
     .name = "memory",
     .write = memory_write,
+    .after_fork_child = memory_after_fork_child,
     .destroy = memory_destroy,
 };
 
