@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -85,6 +86,11 @@ struct phiaudit_logger {
     uint64_t next_seq;
     uint64_t stream_data_records;
     pid_t pid;
+    /* A page with MADV_WIPEONFORK holding 1 while this process owns the stream: it reads 0
+     * in any child that got a copy of our memory (fork(), or a raw clone() that skipped the
+     * pthread_atfork handlers), for the price of a load instead of a getpid() syscall
+     * before every record. NULL where the kernel lacks MADV_WIPEONFORK: then getpid(). */
+    volatile uint8_t *fork_guard;
     int need_new_stream;
     int streams_started;
     /* Queue state, under mu. */
@@ -138,6 +144,17 @@ static void queue_reset(frame_queue *q)
 }
 
 static int init_sync(phiaudit_logger *lg);
+
+static int init_cond(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca))
+        return PHIAUDIT_E_NOMEM;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(cv, &ca) == 0 ? 0 : PHIAUDIT_E_NOMEM;
+    pthread_condattr_destroy(&ca);
+    return rc;
+}
 
 static void reinit_sync(phiaudit_logger *lg)
 {
@@ -280,7 +297,7 @@ static int ensure_flusher(phiaudit_logger *lg)
 /* Seal plaintext into the queue as the next record of the stream. On failure nothing is
  * queued and the sequence number is not consumed, so the chain has no gap. */
 static int seal_locked(phiaudit_logger *lg, uint8_t type, uint8_t *pt, size_t n, size_t id_offset,
-                       const uint8_t *bi_patient, const uint8_t *bi_clinician)
+                       const uint8_t *bi_patient, const uint8_t *bi_clinician, int64_t now)
 {
     frame_queue *q = &lg->queue;
     int rc = queue_reserve_meta(q);
@@ -288,7 +305,6 @@ static int seal_locked(phiaudit_logger *lg, uint8_t type, uint8_t *pt, size_t n,
         return rc;
     if (id_offset != SIZE_MAX)
         phiaudit_payload_patch_id(pt + id_offset, lg->stream_id, lg->next_seq);
-    int64_t now = phiaudit_now_wall_us();
     phiaudit_seal_params p = {
         .type = type,
         .flags = bi_patient ? PHIAUDIT_HFLAG_BLIND_INDEX : 0,
@@ -341,7 +357,7 @@ static int json_open_record(phiaudit_logger *lg, phiaudit_buf *b, const char *re
         rc = phiaudit_json_string(b, lg->host, lg->host_len);
     if (!rc) {
         int n = snprintf(tmp, sizeof tmp, ",\"pid\":%ld,\"lib\":\"%s\",\"durability\":%u",
-                         (long)getpid(), phiaudit_version(), lg->durability);
+                         (long)lg->pid, phiaudit_version(), lg->durability);
         rc = phiaudit_buf_append(b, tmp, (size_t)n);
     }
     if (!rc && lg->torn_bytes_at_open && !parent_stream) {
@@ -383,27 +399,43 @@ static int start_stream_locked(phiaudit_logger *lg, const char *reason)
     memset(lg->prev_link, 0, 32);
     lg->next_seq = 0;
     lg->stream_data_records = 0;
-    lg->pid = getpid();
     lg->need_new_stream = 0;
     lg->streams_started++;
+    if (lg->fork_guard)
+        *lg->fork_guard = 1;
 
     phiaudit_buf b = {0};
     rc = json_open_record(lg, &b, reason, forked ? old_stream : NULL, old_seq);
     if (!rc)
-        rc = seal_locked(lg, PHIAUDIT_RECORD_OPEN, b.data, b.len, SIZE_MAX, NULL, NULL);
+        rc = seal_locked(lg, PHIAUDIT_RECORD_OPEN, b.data, b.len, SIZE_MAX, NULL, NULL,
+                         phiaudit_now_wall_us());
     phiaudit_buf_free(&b);
     if (rc)
         lg->need_new_stream = 1; /* never continue a stream whose open record is missing */
     return rc;
 }
 
-/* Before every seal: a child of fork() must not continue the parent's stream. The pid check
- * also covers clone()/vfork() paths that skip pthread_atfork handlers. */
+static int forked(const phiaudit_logger *lg)
+{
+    return lg->fork_guard ? *lg->fork_guard == 0 : getpid() != lg->pid;
+}
+
+/* Before every seal: a child of fork() must not continue the parent's stream. The fork
+ * guard (or pid check) also covers clone()/vfork() paths that skip pthread_atfork handlers. */
 static int check_stream_locked(phiaudit_logger *lg)
 {
-    if (!lg->need_new_stream && getpid() == lg->pid)
+    if (!lg->need_new_stream && !forked(lg))
         return 0;
-    if (lg->pid != getpid()) {
+    if (forked(lg) || lg->pid != getpid()) {
+        if (lg->fork_guard)
+            *lg->fork_guard = 1; /* this process owns what it starts now */
+        lg->pid = getpid();
+        /* Without the atfork handler (raw clone) the condition variables may still count
+         * the parent's waiters; no other thread exists here, so re-initialise them. */
+        memset(&lg->flusher_cv, 0, sizeof lg->flusher_cv);
+        memset(&lg->done_cv, 0, sizeof lg->done_cv);
+        init_cond(&lg->flusher_cv);
+        init_cond(&lg->done_cv);
         /* Sinks drop what they share with the parent (e.g. flock through an inherited file
          * description). The flusher does not exist yet in the child, so no one else calls
          * them now. */
@@ -419,8 +451,10 @@ static int check_stream_locked(phiaudit_logger *lg)
         }
         queue_reset(&lg->queue);
         queue_reset(&lg->inflight);
+        lg->enqueued = lg->delivered = 0;
+        lg->waiters = 0;
+        lg->failing = 0;
         lg->flusher_running = 0;
-        lg->pid = getpid(); /* sinks done; a failure below retries only the stream start */
         lg->need_new_stream = 1;
     }
     return start_stream_locked(lg, "fork");
@@ -458,7 +492,7 @@ static int wait_delivered_locked(phiaudit_logger *lg, uint64_t ticket)
 
 /* Seal one data record (payload already formatted in pt) and apply the durability mode. */
 static int submit_data(phiaudit_logger *lg, uint8_t *pt, size_t n, size_t id_offset,
-                       const uint8_t *bi_p, const uint8_t *bi_c)
+                       const uint8_t *bi_p, const uint8_t *bi_c, int64_t recorded_us)
 {
     pthread_mutex_lock(&lg->mu);
     int rc = lg->closing ? PHIAUDIT_E_CLOSED : 0;
@@ -469,7 +503,7 @@ static int submit_data(phiaudit_logger *lg, uint8_t *pt, size_t n, size_t id_off
     if (!rc)
         rc = wait_room_locked(lg, n + PHIAUDIT_MIN_FRAME_LEN);
     if (!rc)
-        rc = seal_locked(lg, PHIAUDIT_RECORD_DATA, pt, n, id_offset, bi_p, bi_c);
+        rc = seal_locked(lg, PHIAUDIT_RECORD_DATA, pt, n, id_offset, bi_p, bi_c, recorded_us);
     if (!rc)
         rc = ensure_flusher(lg);
     if (!rc && lg->durability == PHIAUDIT_DURABILITY_SYNC)
@@ -672,8 +706,27 @@ static int validate_config(const phiaudit_config *cfg)
     return 0;
 }
 
+static volatile uint8_t *map_fork_guard(void)
+{
+#ifdef MADV_WIPEONFORK
+    long page = sysconf(_SC_PAGESIZE);
+    void *p = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    if (madvise(p, (size_t)page, MADV_WIPEONFORK) != 0) {
+        munmap(p, (size_t)page);
+        return NULL;
+    }
+    return p;
+#else
+    return NULL;
+#endif
+}
+
 static void logger_free(phiaudit_logger *lg)
 {
+    if (lg->fork_guard)
+        munmap((void *)lg->fork_guard, (size_t)sysconf(_SC_PAGESIZE));
     for (size_t i = 0; lg->sinks && i < lg->nsinks; i++)
         if (lg->sink_owned[i])
             phiaudit_sink_close(&lg->sinks[i]);
@@ -692,15 +745,10 @@ static void logger_free(phiaudit_logger *lg)
 
 static int init_sync(phiaudit_logger *lg)
 {
-    pthread_condattr_t ca;
-    if (pthread_condattr_init(&ca))
-        return PHIAUDIT_E_NOMEM;
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     int ok = pthread_mutex_init(&lg->mu, NULL) == 0;
     ok = ok && pthread_mutex_init(&lg->scopes_mu, NULL) == 0;
-    ok = ok && pthread_cond_init(&lg->flusher_cv, &ca) == 0;
-    ok = ok && pthread_cond_init(&lg->done_cv, &ca) == 0;
-    pthread_condattr_destroy(&ca);
+    ok = ok && init_cond(&lg->flusher_cv) == 0;
+    ok = ok && init_cond(&lg->done_cv) == 0;
     return ok ? 0 : PHIAUDIT_E_NOMEM;
 }
 
@@ -773,6 +821,8 @@ int phiaudit_logger_open(phiaudit_logger **out, const phiaudit_config *cfg)
     lg->max_block_ms = cfg->max_block_ms;
     lg->diag = cfg->diag;
     lg->diag_ctx = cfg->diag_ctx;
+    lg->pid = getpid();
+    lg->fork_guard = map_fork_guard();
     lg->app = phiaudit_strdup(cfg->app_name);
     lg->host = phiaudit_strdup(host);
     lg->app_len = app_len;
@@ -945,7 +995,7 @@ int phiaudit_logger_close(phiaudit_logger **lgp)
                          (unsigned long long)lg->stream_data_records,
                          (unsigned long long)lg->abandoned);
         rc = seal_locked(lg, PHIAUDIT_RECORD_CLOSE, (uint8_t *)body, (size_t)n, SIZE_MAX, NULL,
-                         NULL);
+                         NULL, phiaudit_now_wall_us());
     }
     if (!rc)
         rc = ensure_flusher(lg);
@@ -1024,7 +1074,7 @@ static int format_and_submit(phiaudit_logger *lg, phiaudit_payload_fields *f)
     f->app_len = lg->app_len;
     f->host = lg->host;
     f->host_len = lg->host_len;
-    f->pid = (long)getpid();
+    f->pid = (long)lg->pid; /* refreshed by check_stream_locked after a fork */
     f->recorded_us = phiaudit_now_wall_us();
 
     uint8_t bi_p[8], bi_c[8];
@@ -1043,7 +1093,7 @@ static int format_and_submit(phiaudit_logger *lg, phiaudit_payload_fields *f)
     int rc = phiaudit_payload_format(b, lg->format, f, &id_offset);
     if (!rc)
         rc = submit_data(lg, b->data, b->len, id_offset, with_index ? bi_p : NULL,
-                         with_index ? bi_c : NULL);
+                         with_index ? bi_c : NULL, f->recorded_us);
     scratch_done(b);
     return rc;
 }
