@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -712,6 +713,59 @@ static void test_fork_both_log(void **state)
     phiaudit_sink_close(&sink);
 }
 
+/* A raw fork system call skips pthread_atfork handlers (as clone() users may): the fork
+ * guard page must still make the child start its own stream. */
+static void test_raw_fork_without_atfork(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/phiaudit-rawfork-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(fcntl(fd, F_SETFL, O_APPEND), 0);
+    probe_sink *p;
+    phiaudit_sink *sink = probe_open(&p);
+    p->fd = fd;
+    phiaudit_config c;
+    test_config(&c, &sink);
+    phiaudit_logger *lg = NULL;
+    assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
+    phiaudit_event ev;
+    phiaudit_event_init(&ev);
+    ev.clinician_id = "c";
+    ev.patient_id = CANARY_PATIENT;
+    assert_int_equal(phiaudit_log_event(lg, &ev), 0);
+    assert_int_equal(phiaudit_logger_flush(lg), 0); /* flusher idle: holds no lock */
+
+    pid_t pid = (pid_t)syscall(SYS_fork);
+    assert_true(pid >= 0);
+    for (int i = 0; i < 100; i++) {
+        int rc = phiaudit_log_event(lg, &ev);
+        if (pid == 0 && rc != 0)
+            _exit(10);
+        assert_int_equal(rc, 0);
+    }
+    if (pid == 0)
+        _exit(phiaudit_logger_close(&lg) == 0 ? 0 : 11);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(phiaudit_logger_close(&lg), 0);
+
+    off_t size = lseek(fd, 0, SEEK_END);
+    size_t n = (size_t)size / sizeof(tuple);
+    tuple *all = malloc((size_t)size);
+    assert_int_equal(pread(fd, all, (size_t)size, 0), size);
+    close(fd);
+    size_t streams;
+    assert_int_equal(n, 103 + 102); /* parent: open, 101, close; child: open, 100, close */
+    assert_unique_and_gapless(all, n, &streams);
+    assert_int_equal(streams, 2);
+    free(all);
+    phiaudit_sink_close(&sink);
+}
+
 /* ---- Allocation failures: every failure is an error, leaks nothing, loses nothing ------------ */
 
 static void test_alloc_failure_sweep(void **state)
@@ -782,6 +836,7 @@ int main(void)
         cmocka_unit_test(test_sync_and_queue_full),
         cmocka_unit_test(test_million_records_threads_unique_nonces),
         cmocka_unit_test(test_fork_both_log),
+        cmocka_unit_test(test_raw_fork_without_atfork),
         cmocka_unit_test(test_alloc_failure_sweep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
