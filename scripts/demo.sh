@@ -18,6 +18,8 @@ echo "== the log holds no plaintext: occurrences of 'MRN-' in $out/audit.log: $(
 echo "== phiaudit verify --key $out/demo.key $out/audit.log"
 build/phiaudit verify --key "$out/demo.key" "$out/audit.log"
 echo "== phiaudit decrypt --key $out/demo.key $out/audit.log | head -n 3"
-build/phiaudit decrypt --key "$out/demo.key" "$out/audit.log" | head -n 3
-echo "== phiaudit query --key $out/demo.key --patient MRN-000042 $out/audit.log (who saw this patient?)"
-build/phiaudit query --key "$out/demo.key" --patient MRN-000042 "$out/audit.log"
+build/phiaudit decrypt --key "$out/demo.key" "$out/audit.log" >"$out/decrypted.jsonl"
+head -n 3 "$out/decrypted.jsonl"
+echo "   ... $(wc -l <"$out/decrypted.jsonl") records in all (stream open + 400 accesses + stream close)"
+echo "== phiaudit query --key $out/demo.key --patient MRN-000228 $out/audit.log (who saw this patient?)"
+build/phiaudit query --key "$out/demo.key" --patient MRN-000228 "$out/audit.log"
