@@ -351,6 +351,7 @@ PHIAUDIT_API void phiaudit_event_init(phiaudit_event *ev);
 PHIAUDIT_API PHIAUDIT_WUR int phiaudit_log_event(phiaudit_logger *logger, const phiaudit_event *ev);
 
 #include "phiaudit_record.h"
+#include "phiaudit_reader.h"
 
 #ifdef __cplusplus
 }
