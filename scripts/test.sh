@@ -8,6 +8,7 @@ scripts/install-deps.sh
 
 jobs=$(nproc)
 [ -d build ] || meson setup build >/dev/null
+meson configure build -Dwerror=true   # the build must stay warning-free
 meson test -C build --print-errorlogs --num-processes "$jobs"
 
 # Sanitizers: the Python suites load the library into an unsanitized interpreter and the
@@ -17,6 +18,10 @@ meson test -C build --print-errorlogs --num-processes "$jobs"
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
   meson test -C build-asan --print-errorlogs --num-processes "$jobs" \
   --no-suite python --no-suite install
+
+# clang: the libFuzzer target over the reader, run for a bounded number of inputs.
+[ -d build-fuzz ] || CC=clang meson setup build-fuzz -Dfuzz=enabled -Dtests=disabled >/dev/null
+meson test -C build-fuzz --print-errorlogs fuzz_reader
 
 # PHI must never reach a test log in plaintext either.
 if grep -F -l "CANARY-PATIENT-7f3a9c" build/meson-logs/testlog.txt build-asan/meson-logs/testlog.txt; then

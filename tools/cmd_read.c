@@ -314,7 +314,7 @@ static void put_hex(FILE *f, const uint8_t *b, size_t n)
     fwrite(tmp, 1, 2 * (n < 32 ? n : 32), f);
 }
 
-static void format_time(int64_t us, char out[40])
+static void format_time(int64_t us, char out[96])
 {
     int64_t secs = us / 1000000;
     int64_t frac = us % 1000000;
@@ -325,10 +325,10 @@ static void format_time(int64_t us, char out[40])
     time_t t = (time_t)secs;
     struct tm tm;
     if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999) {
-        snprintf(out, 40, "@%" PRId64 "us", us);
+        snprintf(out, 96, "@%" PRId64 "us", us);
         return;
     }
-    snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+    snprintf(out, 96, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
 }
 
@@ -622,7 +622,7 @@ static void report_human(FILE *f, phiaudit_reader *r, int keyed, int only_proble
             continue;
         if (only_problems && s.verdict == PHIAUDIT_VERDICT_INTACT)
             continue;
-        char t0[40], t1[40];
+        char t0[96], t1[96];
         format_time(s.first_time_us, t0);
         format_time(s.last_time_us, t1);
         fputs("stream ", f);
@@ -729,7 +729,7 @@ static void report_json(FILE *f, phiaudit_reader *r, int keyed)
         phiaudit_stream_report s;
         if (phiaudit_reader_stream(r, i, &s) != 0)
             continue;
-        char t0[40], t1[40];
+        char t0[96], t1[96];
         format_time(s.first_time_us, t0);
         format_time(s.last_time_us, t1);
         fputs(i ? ",{\"stream\":\"" : "{\"stream\":\"", f);
