@@ -275,15 +275,25 @@ typedef struct keyring_entry {
     uint8_t key[32];
 } keyring_entry;
 
+/* Streams of several processes often interleave in one file (a pre-forking server), so the
+ * keyring keeps the cipher contexts of the last few streams: deriving a stream key costs an
+ * HKDF, switching contexts costs nothing. */
+#define STREAM_CACHE 8
+
+typedef struct stream_ctx {
+    EVP_CIPHER_CTX *ctx;
+    uint8_t key_id[16];
+    uint8_t stream_id[16];
+    uint64_t last_use;
+    int valid;
+} stream_ctx;
+
 struct phiaudit_keyring {
     keyring_entry *keys;
     size_t count, cap;
-    /* Cache of the last stream opened: deriving a stream key costs an HKDF. */
     EVP_CIPHER *cipher;
-    EVP_CIPHER_CTX *ctx;
-    int cached;
-    uint8_t cached_key_id[16];
-    uint8_t cached_stream_id[16];
+    stream_ctx cache[STREAM_CACHE];
+    uint64_t clock;
 };
 
 int phiaudit_keyring_new(phiaudit_keyring **out)
@@ -305,7 +315,8 @@ void phiaudit_keyring_free(phiaudit_keyring **krp)
         return;
     phiaudit_wipe(kr->keys, kr->cap * sizeof *kr->keys);
     phiaudit_free(kr->keys);
-    EVP_CIPHER_CTX_free(kr->ctx);
+    for (size_t i = 0; i < STREAM_CACHE; i++)
+        EVP_CIPHER_CTX_free(kr->cache[i].ctx); /* cleanses the expanded keys */
     EVP_CIPHER_free(kr->cipher);
     phiaudit_free(kr);
     *krp = NULL;
@@ -367,32 +378,47 @@ int phiaudit_keyring_has(const phiaudit_keyring *kr, const uint8_t key_id[16])
     return kr && key_id && find_key(kr, key_id) != NULL;
 }
 
-static int keyring_select(phiaudit_keyring *kr, const phiaudit_header *h)
+/* The cipher context holding this stream's key, deriving it into the least recently used
+ * slot if needed. NULL with *rc set on failure. */
+static EVP_CIPHER_CTX *keyring_select(phiaudit_keyring *kr, const phiaudit_header *h, int *rc)
 {
-    if (kr->cached && memcmp(kr->cached_key_id, h->key_id, 16) == 0 &&
-        memcmp(kr->cached_stream_id, h->stream_id, 16) == 0)
-        return 0;
+    stream_ctx *slot = &kr->cache[0];
+    for (size_t i = 0; i < STREAM_CACHE; i++) {
+        stream_ctx *c = &kr->cache[i];
+        if (c->valid && memcmp(c->stream_id, h->stream_id, 16) == 0 &&
+            memcmp(c->key_id, h->key_id, 16) == 0) {
+            c->last_use = ++kr->clock;
+            return c->ctx;
+        }
+        if (!c->valid || c->last_use < slot->last_use)
+            slot = c;
+    }
     const keyring_entry *e = find_key(kr, h->key_id);
-    if (!e)
-        return PHIAUDIT_E_UNKNOWN_KEY;
-    if (!kr->ctx) {
+    if (!e) {
+        *rc = PHIAUDIT_E_UNKNOWN_KEY;
+        return NULL;
+    }
+    if (!kr->cipher)
         kr->cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
-        kr->ctx = EVP_CIPHER_CTX_new();
-        if (!kr->cipher || !kr->ctx)
-            return phiaudit_crypto_error(NULL, 0, "cipher setup");
+    if (!slot->ctx)
+        slot->ctx = EVP_CIPHER_CTX_new();
+    if (!kr->cipher || !slot->ctx) {
+        *rc = phiaudit_crypto_error(NULL, 0, "cipher setup");
+        return NULL;
     }
     uint8_t key[32];
-    kr->cached = 0;
-    int rc = phiaudit_hkdf_stream_key(e->key, h->key_id, h->stream_id, key);
-    if (rc == 0 && EVP_DecryptInit_ex(kr->ctx, kr->cipher, NULL, key, NULL) != 1)
-        rc = phiaudit_crypto_error(NULL, 0, "AES-256-GCM key setup");
+    slot->valid = 0;
+    *rc = phiaudit_hkdf_stream_key(e->key, h->key_id, h->stream_id, key);
+    if (*rc == 0 && EVP_DecryptInit_ex(slot->ctx, kr->cipher, NULL, key, NULL) != 1)
+        *rc = phiaudit_crypto_error(NULL, 0, "AES-256-GCM key setup");
     phiaudit_wipe(key, sizeof key);
-    if (rc)
-        return rc;
-    memcpy(kr->cached_key_id, h->key_id, 16);
-    memcpy(kr->cached_stream_id, h->stream_id, 16);
-    kr->cached = 1;
-    return 0;
+    if (*rc)
+        return NULL;
+    memcpy(slot->key_id, h->key_id, 16);
+    memcpy(slot->stream_id, h->stream_id, 16);
+    slot->valid = 1;
+    slot->last_use = ++kr->clock;
+    return slot->ctx;
 }
 
 int phiaudit_frame_open(phiaudit_keyring *kr, const uint8_t *frame, size_t frame_len,
@@ -410,21 +436,25 @@ int phiaudit_frame_open(phiaudit_keyring *kr, const uint8_t *frame, size_t frame
     *out_len = n;
     if (cap < n)
         return PHIAUDIT_E_TOO_LONG;
-    rc = keyring_select(kr, &h);
-    if (rc)
+    EVP_CIPHER_CTX *ctx = keyring_select(kr, &h, &rc);
+    if (!ctx)
         return rc;
     uint8_t iv[12];
     make_iv(iv, h.seq);
     int len = 0, fin = 0;
     const uint8_t *ct = frame + PHIAUDIT_HEADER_LEN;
-    if (EVP_DecryptInit_ex(kr->ctx, NULL, NULL, NULL, iv) != 1 ||
-        EVP_DecryptUpdate(kr->ctx, NULL, &len, frame, PHIAUDIT_HEADER_LEN) != 1 ||
-        EVP_DecryptUpdate(kr->ctx, out, &len, ct, (int)n) != 1 ||
-        EVP_CIPHER_CTX_ctrl(kr->ctx, EVP_CTRL_GCM_SET_TAG, PHIAUDIT_TAG_LEN, (void *)(ct + n)) != 1) {
-        memset(out, 0, cap);
+    OSSL_PARAM tag_param[2] = {
+        OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, (void *)(ct + n),
+                                          PHIAUDIT_TAG_LEN),
+        OSSL_PARAM_END};
+    if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, iv) != 1 ||
+        EVP_DecryptUpdate(ctx, NULL, &len, frame, PHIAUDIT_HEADER_LEN) != 1 ||
+        EVP_DecryptUpdate(ctx, out, &len, ct, (int)n) != 1 ||
+        EVP_CIPHER_CTX_set_params(ctx, tag_param) != 1) {
+        phiaudit_wipe(out, cap);
         return phiaudit_crypto_error(NULL, 0, "AES-256-GCM open");
     }
-    if (EVP_DecryptFinal_ex(kr->ctx, out + len, &fin) != 1) {
+    if (EVP_DecryptFinal_ex(ctx, out + len, &fin) != 1) {
         /* Never release plaintext of a record that failed authentication. */
         phiaudit_wipe(out, cap);
         ERR_clear_error();

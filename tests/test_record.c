@@ -248,13 +248,62 @@ static void test_seal_too_long(void **state)
     phiaudit_sealer_free(&s);
 }
 
+/* Streams interleaved in one input (several processes, one file): more streams than the
+ * keyring's context cache, opened round-robin, all authenticate. */
+static void test_interleaved_streams(void **state)
+{
+    (void)state;
+    enum { STREAMS = 11, PER = 5 };
+    uint8_t master[32], kid[16], sid[16], prev[32] = {0}, link[32];
+    golden_inputs(master, kid, sid);
+    phiaudit_buf frames[STREAMS];
+    memset(frames, 0, sizeof frames);
+    for (int st = 0; st < STREAMS; st++) {
+        phiaudit_sealer *s = NULL;
+        sid[0] = (uint8_t)st;
+        assert_int_equal(phiaudit_sealer_new(&s), 0);
+        assert_int_equal(phiaudit_sealer_start(s, master, kid, sid), 0);
+        for (int i = 0; i < PER; i++) {
+            char pt[32];
+            int n = snprintf(pt, sizeof pt, "{\"s\":%d,\"i\":%d}", st, i);
+            phiaudit_seal_params p = {.type = PHIAUDIT_RECORD_DATA, .seq = (uint64_t)i,
+                                      .prev_link = prev};
+            assert_int_equal(phiaudit_seal(s, &p, (const uint8_t *)pt, (size_t)n, &frames[st],
+                                           link, NULL, 0), 0);
+        }
+        phiaudit_sealer_free(&s);
+    }
+    phiaudit_keyring *kr = NULL;
+    assert_int_equal(phiaudit_keyring_new(&kr), 0);
+    assert_int_equal(phiaudit_keyring_add(kr, kid, master), 0);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < PER; i++) {
+            for (int st = 0; st < STREAMS; st++) {
+                const uint8_t *f = frames[st].data + (frames[st].len / PER) * (size_t)i;
+                phiaudit_header h;
+                assert_int_equal(phiaudit_frame_parse(f, frames[st].len / PER, &h), 0);
+                char pt[64], want[32];
+                size_t n = 0;
+                assert_int_equal(phiaudit_frame_open(kr, f, h.frame_len, (uint8_t *)pt,
+                                                     sizeof pt, &n), 0);
+                int wn = snprintf(want, sizeof want, "{\"s\":%d,\"i\":%d}", st, i);
+                assert_int_equal(n, (size_t)wn);
+                assert_memory_equal(pt, want, n);
+            }
+        }
+    }
+    phiaudit_keyring_free(&kr);
+    for (int st = 0; st < STREAMS; st++)
+        phiaudit_buf_free(&frames[st]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gcm_kat),       cmocka_unit_test(test_golden_frame),
         cmocka_unit_test(test_every_bit_flip_detected),
         cmocka_unit_test(test_parse_errors),  cmocka_unit_test(test_keyring),
-        cmocka_unit_test(test_seal_too_long),
+        cmocka_unit_test(test_seal_too_long),  cmocka_unit_test(test_interleaved_streams),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
