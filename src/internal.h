@@ -105,7 +105,7 @@ typedef struct phiaudit_payload_fields {
 PHIAUDIT_INTERNAL int phiaudit_payload_format(phiaudit_buf *out, uint32_t format,
                                               const phiaudit_payload_fields *f,
                                               size_t *id_offset);
-PHIAUDIT_INTERNAL void phiaudit_payload_patch_id(uint8_t *id_at, const uint8_t stream_id[16],
+PHIAUDIT_INTERNAL void phiaudit_payload_patch_id(uint8_t *id_at, const char stream_hex[32],
                                                  uint64_t seq);
 /* Append a JSON string literal (with quotes) for valid UTF-8 s[0..n). Escapes ", \, all
  * control characters, DEL, and U+2028/U+2029. Returns 0 or PHIAUDIT_E_NOMEM. */

@@ -82,6 +82,7 @@ struct phiaudit_logger {
     /* Stream state, under mu. */
     phiaudit_sealer *sealer;
     uint8_t stream_id[16];
+    char stream_hex[32]; /* for record IDs */
     uint8_t prev_link[32];
     uint64_t next_seq;
     uint64_t stream_data_records;
@@ -304,7 +305,7 @@ static int seal_locked(phiaudit_logger *lg, uint8_t type, uint8_t *pt, size_t n,
     if (rc)
         return rc;
     if (id_offset != SIZE_MAX)
-        phiaudit_payload_patch_id(pt + id_offset, lg->stream_id, lg->next_seq);
+        phiaudit_payload_patch_id(pt + id_offset, lg->stream_hex, lg->next_seq);
     phiaudit_seal_params p = {
         .type = type,
         .flags = bi_patient ? PHIAUDIT_HFLAG_BLIND_INDEX : 0,
@@ -396,6 +397,7 @@ static int start_stream_locked(phiaudit_logger *lg, const char *reason)
         return rc;
     }
     memcpy(lg->stream_id, sid, 16);
+    phiaudit_hex(sid, 16, lg->stream_hex);
     memset(lg->prev_link, 0, 32);
     lg->next_seq = 0;
     lg->stream_data_records = 0;

@@ -263,10 +263,11 @@ int phiaudit_payload_format(phiaudit_buf *out, uint32_t format, const phiaudit_p
     return format_json(out, f, id_offset);
 }
 
-void phiaudit_payload_patch_id(uint8_t *id_at, const uint8_t stream_id[16], uint64_t seq)
+void phiaudit_payload_patch_id(uint8_t *id_at, const char stream_hex[32], uint64_t seq)
 {
-    phiaudit_hex(stream_id, 16, (char *)id_at);
+    memcpy(id_at, stream_hex, 32);
     id_at[32] = '-';
-    for (int i = 52; i >= 33; i--, seq /= 10)
+    /* The placeholder is all '0': only the significant digits need writing. */
+    for (int i = 52; seq; i--, seq /= 10)
         id_at[i] = (uint8_t)('0' + seq % 10);
 }

@@ -107,9 +107,7 @@ static void test_json_payload(void **state)
     phiaudit_buf b = {0};
     size_t id_off;
     assert_int_equal(phiaudit_payload_format(&b, PHIAUDIT_FORMAT_JSON, &f, &id_off), 0);
-    uint8_t sid[16];
-    memset(sid, 0xab, 16);
-    phiaudit_payload_patch_id(b.data + id_off, sid, 12345);
+    phiaudit_payload_patch_id(b.data + id_off, "abababababababababababababababab", 12345);
     assert_int_equal(phiaudit_buf_append(&b, "", 1), 0);
     const char *want =
         "{\"v\":1,\"id\":\"abababababababababababababababab-00000000000000012345\","
