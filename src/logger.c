@@ -931,6 +931,9 @@ static void scope_fields(const phiaudit_scope *s, phiaudit_payload_fields *f)
     f->break_glass = s->break_glass;
     f->start_us = s->start_wall_us;
     f->duration_us = (phiaudit_now_mono_ns() - s->start_mono_ns) / 1000;
+    /* A scope is recorded as it ends: its start plus the monotonic duration saves a clock
+     * read and keeps "recorded" consistent with "end". */
+    f->recorded_us = f->start_us + f->duration_us;
 }
 
 static void scope_free(phiaudit_scope *s)
@@ -1077,7 +1080,6 @@ static int format_and_submit(phiaudit_logger *lg, phiaudit_payload_fields *f)
     f->host = lg->host;
     f->host_len = lg->host_len;
     f->pid = (long)lg->pid; /* refreshed by check_stream_locked after a fork */
-    f->recorded_us = phiaudit_now_wall_us();
 
     uint8_t bi_p[8], bi_c[8];
     int with_index = (lg->flags & PHIAUDIT_FLAG_BLIND_INDEX) != 0;
@@ -1266,6 +1268,7 @@ int phiaudit_log_event(phiaudit_logger *lg, const phiaudit_event *ev)
     f.outcome = ev->outcome;
     f.break_glass = ev->break_glass;
     f.duration_us = ev->duration_us;
-    f.start_us = ev->start_us ? ev->start_us : phiaudit_now_wall_us() - ev->duration_us;
+    f.recorded_us = phiaudit_now_wall_us();
+    f.start_us = ev->start_us ? ev->start_us : f.recorded_us - ev->duration_us;
     return format_and_submit(lg, &f);
 }
