@@ -54,7 +54,8 @@ PHIAUDIT_API const char *phiaudit_version(void);
 #define PHIAUDIT_E_BAD_CHAR (-6)    /**< a control character or NUL where none is allowed */
 #define PHIAUDIT_E_CRYPTO (-7)      /**< OpenSSL failed (detail in phiaudit_logger_errmsg) */
 #define PHIAUDIT_E_IO (-8)          /**< an operating-system I/O call failed */
-#define PHIAUDIT_E_SINK (-9)        /**< a sink failed; records stay queued and are retried */
+#define PHIAUDIT_E_SINK (-9)        /**< a sink failed; records already queued stay queued and
+                                         are retried (do not log them again) */
 #define PHIAUDIT_E_KEY (-10)        /**< key missing, malformed or unusable */
 #define PHIAUDIT_E_KEY_PERMS (-11)  /**< key file is readable or writable by group/others */
 #define PHIAUDIT_E_CLOSED (-12)     /**< the logger was closed (scope ended after close) */
@@ -68,6 +69,9 @@ PHIAUDIT_API const char *phiaudit_version(void);
 #define PHIAUDIT_E_UNKNOWN_KEY (-20) /**< no key with this key ID in the keyring */
 #define PHIAUDIT_E_STATE (-21)      /**< call not valid in the object's current state */
 #define PHIAUDIT_E_NOT_FOUND (-22)  /**< no such file, record or entry */
+#define PHIAUDIT_E_SINK_DOWN (-23)  /**< a sink is failing: this record was NOT sealed or
+                                         queued (fail-closed); log it again later or deny
+                                         the access */
 
 /** @return static English text for an error code; never NULL, never contains PHI. Thread-safe. */
 PHIAUDIT_API const char *phiaudit_strerror(int rc);
@@ -274,7 +278,7 @@ typedef struct phiaudit_scope phiaudit_scope;
  *        characters; copied.
  * @param action PHIAUDIT_ACTION_* ('C','R','U','D','E').
  * @return 0; PHIAUDIT_E_INVALID (NULL, bad action); PHIAUDIT_E_EMPTY; PHIAUDIT_E_TOO_LONG;
- *         PHIAUDIT_E_UTF8; PHIAUDIT_E_BAD_CHAR; PHIAUDIT_E_NOMEM; PHIAUDIT_E_CLOSED.
+ *         PHIAUDIT_E_UTF8; PHIAUDIT_E_BAD_CHAR; PHIAUDIT_E_NOMEM.
  * Thread-safe: many threads may begin/end scopes on one logger. A scope itself is used by
  * one thread at a time.
  */
@@ -305,10 +309,11 @@ PHIAUDIT_API int phiaudit_scope_set_outcome(phiaudit_scope *scope, int outcome);
  * @param outcome PHIAUDIT_OUTCOME_* (0, 4, 8, 12).
  * @return 0; PHIAUDIT_E_INVALID (NULL, bad outcome: the scope is then recorded with outcome
  *         8 and the error returned); PHIAUDIT_E_CLOSED (logger closed; the scope was
- *         recorded as abandoned at close); PHIAUDIT_E_SINK (sinks failing: fail-closed, the
- *         record was NOT written in NONE/GROUP mode; in SYNC mode it stays queued and will
- *         be retried, do not log it again); PHIAUDIT_E_QUEUE_FULL (not written);
- *         PHIAUDIT_E_CRYPTO; PHIAUDIT_E_NOMEM (not written).
+ *         recorded as abandoned at close); PHIAUDIT_E_SINK_DOWN (a sink was already
+ *         failing: fail-closed, the record was NOT sealed or queued); PHIAUDIT_E_SINK (SYNC
+ *         mode only: the record is queued but could not be made durable yet; it stays
+ *         queued and is retried — do not log it again); PHIAUDIT_E_QUEUE_FULL (not
+ *         written); PHIAUDIT_E_CRYPTO, PHIAUDIT_E_NOMEM (not written); PHIAUDIT_E_STATE.
  * Thread-safe (see phiaudit_scope_begin).
  */
 PHIAUDIT_API int phiaudit_scope_end(phiaudit_scope **scope, int outcome);
@@ -346,8 +351,9 @@ typedef struct phiaudit_event {
 
 PHIAUDIT_API void phiaudit_event_init(phiaudit_event *ev);
 
-/** Seal and queue one event. @return as phiaudit_scope_begin and phiaudit_scope_end.
- *  Thread-safe. */
+/** Seal and queue one event. @return as phiaudit_scope_begin and phiaudit_scope_end, and
+ *  PHIAUDIT_E_VERSION (ev->version), PHIAUDIT_E_INVALID (times beyond year 9999, negative
+ *  duration, bad outcome/action/break_glass). Thread-safe. */
 PHIAUDIT_API PHIAUDIT_WUR int phiaudit_log_event(phiaudit_logger *logger, const phiaudit_event *ev);
 
 #include "phiaudit_record.h"

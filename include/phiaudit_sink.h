@@ -73,9 +73,9 @@ typedef struct phiaudit_sink phiaudit_sink;
 /**
  * Wrap a user-written sink. @p ops must stay valid for the sink's lifetime (usually a static
  * const table); @p state is owned by the sink afterwards and released with ops->destroy.
- * @return 0; PHIAUDIT_E_INVALID (NULL ops/write, ops->version 0); PHIAUDIT_E_VERSION (newer
- *         ops version than this library knows is accepted, older too); PHIAUDIT_E_NOMEM (then
- *         ops->destroy(state) has been called).
+ * @return 0; PHIAUDIT_E_INVALID (NULL ops/write, ops->version 0); PHIAUDIT_E_NOMEM (then
+ *         ops->destroy(state) has been called). Any ops version >= 1 is accepted: methods
+ *         are only ever appended, so a newer table is a superset.
  * Thread-safe.
  */
 PHIAUDIT_API int phiaudit_sink_new(phiaudit_sink **out, const phiaudit_sink_ops *ops,

@@ -32,6 +32,7 @@ const char *phiaudit_strerror(int rc)
     case PHIAUDIT_E_UNKNOWN_KEY: return "unknown key ID";
     case PHIAUDIT_E_STATE: return "call not valid in the current state";
     case PHIAUDIT_E_NOT_FOUND: return "not found";
+    case PHIAUDIT_E_SINK_DOWN: return "sink failing; record not written";
     default: return "unknown error";
     }
 }

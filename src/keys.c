@@ -74,7 +74,8 @@ int phiaudit_key_load_file(const char *path, uint8_t key_id_out[16], uint8_t key
 {
     if (!path || !key_id_out || !key_out)
         return PHIAUDIT_E_INVALID;
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO planted at the key path must not hang us before the S_ISREG check. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return errno == ENOENT ? PHIAUDIT_E_NOT_FOUND : PHIAUDIT_E_IO;
     struct stat st;

@@ -48,7 +48,9 @@ typedef struct frame_queue {
 struct phiaudit_scope {
     phiaudit_logger *lg;
     phiaudit_scope *prev, *next; /* in lg->scopes, under scopes_mu */
-    int detached;                /* logger closed; recorded as abandoned */
+    int detached;                /* logger closed (recorded as abandoned) or, in a forked
+                                    child, begun by a thread that does not exist there */
+    pthread_t owner;             /* thread that began it */
     int action;
     int outcome;                 /* for autoend */
     int break_glass;
@@ -66,11 +68,15 @@ struct phiaudit_logger {
     char *app, *host;
     size_t app_len, host_len;
     uint8_t key_id[16];
-    uint8_t master[32];
-    uint8_t index_key[32];
+    /* Long-term key and blind-index key, in their own mapping excluded from core dumps. */
+    struct secrets {
+        uint8_t master[32];
+        uint8_t index_key[32];
+    } *secrets;
     phiaudit_sink **sinks;
     uint8_t *sink_owned;
-    uint8_t *sink_done; /* per sink: inflight batch delivered (flusher only) */
+    uint8_t *sink_done;    /* per sink: inflight batch written and synced (flusher only) */
+    uint8_t *sink_written; /* per sink: inflight batch written; a retry only syncs */
     size_t nsinks;
     phiaudit_diag_fn diag;
     void *diag_ctx;
@@ -93,6 +99,9 @@ struct phiaudit_logger {
      * before every record. NULL where the kernel lacks MADV_WIPEONFORK: then getpid(). */
     volatile uint8_t *fork_guard;
     int need_new_stream;
+    int sinks_need_fork_reset; /* after_fork_child still to be called on the sinks */
+    int abort_delivery;        /* open failed: the flusher stops without retrying */
+    const char *next_reason;   /* "start" or "fork": why the next stream starts */
     int streams_started;
     /* Queue state, under mu. */
     frame_queue queue, inflight;
@@ -146,6 +155,17 @@ static void queue_reset(frame_queue *q)
 
 static int init_sync(phiaudit_logger *lg);
 
+static void unlink_scope(phiaudit_logger *lg, phiaudit_scope *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        lg->scopes = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}
+
 static int init_cond(pthread_cond_t *cv)
 {
     pthread_condattr_t ca;
@@ -166,23 +186,57 @@ static void reinit_sync(phiaudit_logger *lg)
     (void)init_sync(lg); /* cannot fail for default attributes on Linux */
 }
 
-/* In the child: the queued frames belong to the parent (it delivers them), the flusher
- * thread does not exist here, and the stream must not continue: the next seal starts a new
- * stream with a fresh random ID and so a fresh key and nonce space. */
+/* Everything a forked child does before it touches the logger, once per fork, on the
+ * child's only thread and before any flusher thread exists in it (so re-initialising the
+ * locks is safe; they may have been held by parent threads that do not exist here):
+ * - the queued frames belong to the parent, which delivers them;
+ * - the condition variables still count the parent's waiters: re-initialise, don't signal;
+ * - scopes begun by other parent threads are not this process's accesses: detach them;
+ * - the stream must not continue: the next record starts a new one (new random stream ID,
+ *   hence new key and nonce space), after the sinks dropped what they share with the parent. */
+static void child_reinit(phiaudit_logger *lg)
+{
+    if (lg->fork_guard)
+        *lg->fork_guard = 1;
+    lg->pid = getpid();
+    reinit_sync(lg);
+    queue_reset(&lg->queue);
+    queue_reset(&lg->inflight);
+    lg->enqueued = lg->delivered = 0;
+    lg->waiters = 0;
+    lg->flusher_running = 0;
+    lg->failing = 0;
+    lg->need_new_stream = 1;
+    lg->next_reason = "fork";
+    lg->sinks_need_fork_reset = 1;
+    pthread_t self = pthread_self();
+    for (phiaudit_scope *s = lg->scopes, *next; s; s = next) {
+        next = s->next;
+        if (!pthread_equal(s->owner, self)) {
+            unlink_scope(lg, s);
+            s->detached = 1; /* never recorded here; freed if ever ended */
+        }
+    }
+}
+
+static int forked(const phiaudit_logger *lg)
+{
+    return lg->fork_guard ? *lg->fork_guard == 0 : getpid() != lg->pid;
+}
+
+/* At every public entry, before taking a lock: catches children whose fork skipped the
+ * pthread_atfork handlers (raw clone()); a load, not a syscall, where MADV_WIPEONFORK
+ * exists. */
+static void check_fork(phiaudit_logger *lg)
+{
+    if (forked(lg))
+        child_reinit(lg);
+}
+
 static void atfork_child(void)
 {
-    for (phiaudit_logger *lg = reg_head; lg; lg = lg->reg_next) {
-        queue_reset(&lg->queue);
-        queue_reset(&lg->inflight);
-        lg->enqueued = lg->delivered = 0;
-        lg->waiters = 0;
-        lg->flusher_running = 0;
-        lg->failing = 0;
-        lg->need_new_stream = 1;
-        /* Re-initialise rather than unlock: the condition variables still count the
-         * parent's waiters (its flusher), and signalling them here would block forever. */
-        reinit_sync(lg);
-    }
+    for (phiaudit_logger *lg = reg_head; lg; lg = lg->reg_next)
+        child_reinit(lg);
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     reg_mu = fresh;
 }
@@ -391,7 +445,7 @@ static int start_stream_locked(phiaudit_logger *lg, const char *reason)
     uint8_t sid[16];
     int rc = phiaudit_random(sid, sizeof sid);
     if (!rc)
-        rc = phiaudit_sealer_start(lg->sealer, lg->master, lg->key_id, sid);
+        rc = phiaudit_sealer_start(lg->sealer, lg->secrets->master, lg->key_id, sid);
     if (rc) {
         set_errmsg(lg, "cannot start stream (randomness or key derivation failed)");
         return rc;
@@ -417,49 +471,27 @@ static int start_stream_locked(phiaudit_logger *lg, const char *reason)
     return rc;
 }
 
-static int forked(const phiaudit_logger *lg)
-{
-    return lg->fork_guard ? *lg->fork_guard == 0 : getpid() != lg->pid;
-}
-
-/* Before every seal: a child of fork() must not continue the parent's stream. The fork
- * guard (or pid check) also covers clone()/vfork() paths that skip pthread_atfork handlers. */
+/* Before every seal: start the stream if this process has none yet (first record after a
+ * fork, or a stream start that failed). */
 static int check_stream_locked(phiaudit_logger *lg)
 {
-    if (!lg->need_new_stream && !forked(lg))
+    if (forked(lg)) /* an entry point missed check_fork(): never seal on a stale stream */
+        return PHIAUDIT_E_STATE;
+    if (!lg->need_new_stream)
         return 0;
-    if (forked(lg) || lg->pid != getpid()) {
-        if (lg->fork_guard)
-            *lg->fork_guard = 1; /* this process owns what it starts now */
-        lg->pid = getpid();
-        /* Without the atfork handler (raw clone) the condition variables may still count
-         * the parent's waiters; no other thread exists here, so re-initialise them. */
-        memset(&lg->flusher_cv, 0, sizeof lg->flusher_cv);
-        memset(&lg->done_cv, 0, sizeof lg->done_cv);
-        init_cond(&lg->flusher_cv);
-        init_cond(&lg->done_cv);
-        /* Sinks drop what they share with the parent (e.g. flock through an inherited file
-         * description). The flusher does not exist yet in the child, so no one else calls
-         * them now. */
+    if (lg->sinks_need_fork_reset) {
+        /* No flusher exists yet in the child, so no one else calls the sinks now. */
         for (size_t i = 0; i < lg->nsinks; i++) {
             const phiaudit_sink_ops *ops = lg->sinks[i]->ops;
-            if (ops->after_fork_child) {
-                int rc = ops->after_fork_child(lg->sinks[i]->state);
-                if (rc) {
-                    set_errmsg(lg, "sink failed to reinitialise after fork");
-                    return rc;
-                }
+            int rc = ops->after_fork_child ? ops->after_fork_child(lg->sinks[i]->state) : 0;
+            if (rc) {
+                set_errmsg(lg, "sink failed to reinitialise after fork");
+                return rc;
             }
         }
-        queue_reset(&lg->queue);
-        queue_reset(&lg->inflight);
-        lg->enqueued = lg->delivered = 0;
-        lg->waiters = 0;
-        lg->failing = 0;
-        lg->flusher_running = 0;
-        lg->need_new_stream = 1;
+        lg->sinks_need_fork_reset = 0;
     }
-    return start_stream_locked(lg, "fork");
+    return start_stream_locked(lg, lg->next_reason);
 }
 
 /* Wait for room in the queue, bounded by max_block_ms. */
@@ -470,7 +502,7 @@ static int wait_room_locked(phiaudit_logger *lg, size_t need)
     struct timespec dl = deadline_after_ms(phiaudit_now_mono_ns(), lg->max_block_ms);
     while (lg->queue.bytes.len + lg->inflight.bytes.len + need > lg->max_queue_bytes) {
         if (lg->failing)
-            return PHIAUDIT_E_SINK;
+            return PHIAUDIT_E_SINK_DOWN;
         pthread_cond_signal(&lg->flusher_cv);
         if (pthread_cond_timedwait(&lg->done_cv, &lg->mu, &dl) == ETIMEDOUT)
             return PHIAUDIT_E_QUEUE_FULL;
@@ -492,23 +524,25 @@ static int wait_delivered_locked(phiaudit_logger *lg, uint64_t ticket)
     return lg->delivered >= ticket ? 0 : PHIAUDIT_E_SINK;
 }
 
-/* Seal one data record (payload already formatted in pt) and apply the durability mode. */
+/* Seal one data record (payload already formatted in pt) and apply the durability mode.
+ * at_close: a scope recorded as abandoned by close(), which must be queued even while the
+ * sink is failing (close retries and reports what stays undelivered). */
 static int submit_data(phiaudit_logger *lg, uint8_t *pt, size_t n, size_t id_offset,
-                       const uint8_t *bi_p, const uint8_t *bi_c, int64_t recorded_us)
+                       const uint8_t *bi_p, const uint8_t *bi_c, int64_t recorded_us, int at_close)
 {
     pthread_mutex_lock(&lg->mu);
     int rc = lg->closing ? PHIAUDIT_E_CLOSED : 0;
-    if (!rc && lg->failing)
-        rc = PHIAUDIT_E_SINK; /* fail closed: the caller learns now, nothing is sealed */
+    if (!rc && lg->failing && !at_close)
+        rc = PHIAUDIT_E_SINK_DOWN; /* fail closed: the caller learns now, nothing is sealed */
     if (!rc)
         rc = check_stream_locked(lg);
-    if (!rc)
+    if (!rc && !at_close)
         rc = wait_room_locked(lg, n + PHIAUDIT_MIN_FRAME_LEN);
     if (!rc)
-        rc = seal_locked(lg, PHIAUDIT_RECORD_DATA, pt, n, id_offset, bi_p, bi_c, recorded_us);
+        rc = ensure_flusher(lg); /* before sealing: once sealed, the record is queued */
     if (!rc)
-        rc = ensure_flusher(lg);
-    if (!rc && lg->durability == PHIAUDIT_DURABILITY_SYNC)
+        rc = seal_locked(lg, PHIAUDIT_RECORD_DATA, pt, n, id_offset, bi_p, bi_c, recorded_us);
+    if (!rc && lg->durability == PHIAUDIT_DURABILITY_SYNC && !at_close)
         rc = wait_delivered_locked(lg, lg->enqueued);
     pthread_mutex_unlock(&lg->mu);
     return rc;
@@ -536,7 +570,11 @@ static int deliver(phiaudit_logger *lg, frame_queue *q, phiaudit_batch_record *r
             continue;
         const phiaudit_sink_ops *ops = lg->sinks[s]->ops;
         void *st = lg->sinks[s]->state;
-        int rc = ops->write(st, &batch);
+        /* Once a batch is written, a retry must not write it again (the copies would
+         * look like replayed records): only the sync is retried. */
+        int rc = lg->sink_written[s] ? 0 : ops->write(st, &batch);
+        if (!rc)
+            lg->sink_written[s] = 1;
         if (!rc && ops->sync && lg->durability != PHIAUDIT_DURABILITY_NONE)
             rc = ops->sync(st);
         if (rc)
@@ -559,6 +597,8 @@ static void *flusher_main(void *arg)
     for (;;) {
         /* Decide what to do next, sleeping until it is due. */
         for (;;) {
+            if (lg->abort_delivery)
+                goto out;
             int64_t now = phiaudit_now_mono_ns();
             if (lg->closing && !close_deadline_ns)
                 close_deadline_ns = now + (int64_t)CLOSE_RETRY_MS * 1000000;
@@ -592,6 +632,7 @@ static void *flusher_main(void *arg)
             lg->queue = t;
             queue_reset(&lg->queue);
             memset(lg->sink_done, 0, lg->nsinks);
+            memset(lg->sink_written, 0, lg->nsinks);
         }
         frame_queue *q = &lg->inflight;
         int rc = 0;
@@ -671,7 +712,7 @@ static int load_key(phiaudit_logger *lg, const phiaudit_config *cfg)
         return PHIAUDIT_E_KEY;
     }
     if (cfg->key_file) {
-        int rc = phiaudit_key_load_file(cfg->key_file, lg->key_id, lg->master);
+        int rc = phiaudit_key_load_file(cfg->key_file, lg->key_id, lg->secrets->master);
         if (rc)
             set_errmsg(lg, phiaudit_strerror(rc));
         return rc;
@@ -681,11 +722,11 @@ static int load_key(phiaudit_logger *lg, const phiaudit_config *cfg)
             set_errmsg(lg, "key given without key_id");
             return PHIAUDIT_E_KEY;
         }
-        memcpy(lg->master, cfg->key, 32);
+        memcpy(lg->secrets->master, cfg->key, 32);
         memcpy(lg->key_id, cfg->key_id, 16);
         return 0;
     }
-    int rc = cfg->key_callback(cfg->key_callback_ctx, lg->key_id, lg->master);
+    int rc = cfg->key_callback(cfg->key_callback_ctx, lg->key_id, lg->secrets->master);
     if (rc) {
         set_errmsg(lg, "key callback failed");
         return rc < 0 ? rc : PHIAUDIT_E_KEY;
@@ -706,6 +747,21 @@ static int validate_config(const phiaudit_config *cfg)
         if (!cfg->sinks[i])
             return PHIAUDIT_E_INVALID;
     return 0;
+}
+
+/* Key material lives in its own page: never in a core dump, never swapped if mlock is
+ * allowed (best effort: RLIMIT_MEMLOCK may forbid it). */
+static struct secrets *map_secrets(void)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    void *p = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+#ifdef MADV_DONTDUMP
+    madvise(p, (size_t)page, MADV_DONTDUMP);
+#endif
+    (void)mlock(p, (size_t)page);
+    return p;
 }
 
 static volatile uint8_t *map_fork_guard(void)
@@ -735,13 +791,16 @@ static void logger_free(phiaudit_logger *lg)
     phiaudit_free(lg->sinks);
     phiaudit_free(lg->sink_owned);
     phiaudit_free(lg->sink_done);
+    phiaudit_free(lg->sink_written);
     phiaudit_sealer_free(&lg->sealer);
     queue_free(&lg->queue);
     queue_free(&lg->inflight);
     phiaudit_free(lg->app);
     phiaudit_free(lg->host);
-    phiaudit_wipe(lg->master, sizeof lg->master);
-    phiaudit_wipe(lg->index_key, sizeof lg->index_key);
+    if (lg->secrets) {
+        phiaudit_wipe(lg->secrets, sizeof *lg->secrets);
+        munmap(lg->secrets, (size_t)sysconf(_SC_PAGESIZE));
+    }
     phiaudit_free(lg);
 }
 
@@ -760,7 +819,8 @@ static int open_sinks(phiaudit_logger *lg, const phiaudit_config *cfg)
     lg->sinks = phiaudit_calloc(n, sizeof *lg->sinks);
     lg->sink_owned = phiaudit_calloc(n, 1);
     lg->sink_done = phiaudit_calloc(n, 1);
-    if (!lg->sinks || !lg->sink_owned || !lg->sink_done)
+    lg->sink_written = phiaudit_calloc(n, 1);
+    if (!lg->sinks || !lg->sink_owned || !lg->sink_done || !lg->sink_written)
         return PHIAUDIT_E_NOMEM;
     for (size_t i = 0; i < cfg->sink_uri_count; i++) {
         if (!cfg->sink_uris[i])
@@ -825,15 +885,16 @@ int phiaudit_logger_open(phiaudit_logger **out, const phiaudit_config *cfg)
     lg->diag_ctx = cfg->diag_ctx;
     lg->pid = getpid();
     lg->fork_guard = map_fork_guard();
+    lg->secrets = map_secrets();
     lg->app = phiaudit_strdup(cfg->app_name);
     lg->host = phiaudit_strdup(host);
     lg->app_len = app_len;
     lg->host_len = host_len;
-    rc = (lg->app && lg->host) ? 0 : PHIAUDIT_E_NOMEM;
+    rc = (lg->app && lg->host && lg->secrets) ? 0 : PHIAUDIT_E_NOMEM;
     if (!rc)
         rc = load_key(lg, cfg);
     if (!rc && (lg->flags & PHIAUDIT_FLAG_BLIND_INDEX))
-        rc = phiaudit_hkdf_index_key(lg->master, lg->key_id, lg->index_key);
+        rc = phiaudit_hkdf_index_key(lg->secrets->master, lg->key_id, lg->secrets->index_key);
     if (!rc)
         rc = phiaudit_sealer_new(&lg->sealer);
     if (!rc)
@@ -858,31 +919,27 @@ int phiaudit_logger_open(phiaudit_logger **out, const phiaudit_config *cfg)
     /* Write the stream-open record and wait for it: a sink that cannot take a record should
      * fail here, loudly, not at the first patient access. */
     pthread_mutex_lock(&lg->mu);
-    rc = start_stream_locked(lg, "start");
+    lg->next_reason = "start";
+    rc = start_stream_locked(lg, lg->next_reason);
     if (!rc)
         rc = ensure_flusher(lg);
     if (!rc)
         rc = wait_delivered_locked(lg, lg->enqueued);
-    if (rc && rc != PHIAUDIT_E_SINK)
+    if (rc == PHIAUDIT_E_SINK && lg->fail_rc)
+        rc = lg->fail_rc;
+    if (rc) {
+        /* Give up on the undeliverable open record: the flusher stops without retrying,
+         * and only after it has stopped are the queues dropped. (With several sinks, one
+         * that took the open record keeps a stream without close: incomplete, not lost.) */
         lg->closing = 1;
-    if (rc == PHIAUDIT_E_SINK) {
-        rc = lg->fail_rc ? lg->fail_rc : rc;
-        lg->closing = 1;
+        lg->abort_delivery = 1;
+        pthread_cond_signal(&lg->flusher_cv);
     }
     int running = lg->flusher_running;
-    if (rc)
-        pthread_cond_signal(&lg->flusher_cv);
     pthread_mutex_unlock(&lg->mu);
     if (rc) {
-        if (running) {
-            /* Abandon the undeliverable open record: there is no stream worth keeping. */
-            pthread_mutex_lock(&lg->mu);
-            queue_reset(&lg->inflight);
-            queue_reset(&lg->queue);
-            pthread_cond_signal(&lg->flusher_cv);
-            pthread_mutex_unlock(&lg->mu);
+        if (running)
             pthread_join(lg->flusher, NULL);
-        }
         snprintf(open_errmsg, sizeof open_errmsg, "%s", lg->errmsg[0] ? lg->errmsg : phiaudit_strerror(rc));
         pthread_mutex_destroy(&lg->mu);
         pthread_mutex_destroy(&lg->scopes_mu);
@@ -908,7 +965,7 @@ const char *phiaudit_logger_errmsg(const phiaudit_logger *lg)
     return lg->errmsg[0] ? lg->errmsg : "no error";
 }
 
-static int format_and_submit(phiaudit_logger *lg, phiaudit_payload_fields *f);
+static int format_and_submit(phiaudit_logger *lg, phiaudit_payload_fields *f, int at_close);
 
 static void scope_fields(const phiaudit_scope *s, phiaudit_payload_fields *f)
 {
@@ -949,16 +1006,6 @@ static void scope_free(phiaudit_scope *s)
     phiaudit_free(s);
 }
 
-static void unlink_scope(phiaudit_logger *lg, phiaudit_scope *s)
-{
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        lg->scopes = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    s->prev = s->next = NULL;
-}
 
 int phiaudit_logger_close(phiaudit_logger **lgp)
 {
@@ -966,8 +1013,11 @@ int phiaudit_logger_close(phiaudit_logger **lgp)
     if (!lg)
         return 0;
     *lgp = NULL;
+    check_fork(lg);
 
-    /* Scopes never ended are recorded, not lost. */
+    /* Scopes never ended are recorded, not lost: queued even while a sink fails (the
+     * retries below decide), counted as lost only if they cannot even be sealed. */
+    uint64_t lost = 0;
     pthread_mutex_lock(&lg->scopes_mu);
     while (lg->scopes) {
         phiaudit_scope *s = lg->scopes;
@@ -977,8 +1027,10 @@ int phiaudit_logger_close(phiaudit_logger **lgp)
         scope_fields(s, &f);
         f.outcome = PHIAUDIT_OUTCOME_SERIOUS_FAILURE;
         f.abandoned = 1;
-        if (format_and_submit(lg, &f) == 0)
+        if (format_and_submit(lg, &f, 1) == 0)
             lg->abandoned++;
+        else
+            lost++;
     }
     pthread_mutex_unlock(&lg->scopes_mu);
 
@@ -994,11 +1046,14 @@ int phiaudit_logger_close(phiaudit_logger **lgp)
     pthread_mutex_lock(&lg->mu);
     int rc = check_stream_locked(lg);
     if (!rc) {
-        char body[160];
+        char body[192];
         int n = snprintf(body, sizeof body,
-                         "{\"v\":1,\"event\":\"stream-close\",\"records\":%llu,\"abandoned\":%llu}",
+                         "{\"v\":1,\"event\":\"stream-close\",\"records\":%llu,\"abandoned\":%llu%s",
                          (unsigned long long)lg->stream_data_records,
-                         (unsigned long long)lg->abandoned);
+                         (unsigned long long)lg->abandoned, lost ? "" : "}");
+        if (lost)
+            n += snprintf(body + n, sizeof body - (size_t)n, ",\"abandoned_lost\":%llu}",
+                          (unsigned long long)lost);
         rc = seal_locked(lg, PHIAUDIT_RECORD_CLOSE, (uint8_t *)body, (size_t)n, SIZE_MAX, NULL,
                          NULL, phiaudit_now_wall_us());
     }
@@ -1011,6 +1066,14 @@ int phiaudit_logger_close(phiaudit_logger **lgp)
     if (running)
         pthread_join(lg->flusher, NULL);
 
+    if (lost) {
+        char m[128];
+        snprintf(m, sizeof m, "%llu open scopes could not be recorded as abandoned",
+                 (unsigned long long)lost);
+        diag(lg, PHIAUDIT_DIAG_ERROR, m);
+        if (!rc)
+            rc = PHIAUDIT_E_SINK;
+    }
     size_t undelivered = lg->queue.count + lg->inflight.count;
     if (undelivered) {
         char m[128];
@@ -1038,6 +1101,7 @@ int phiaudit_logger_flush(phiaudit_logger *lg)
 {
     if (!lg)
         return PHIAUDIT_E_INVALID;
+    check_fork(lg);
     pthread_mutex_lock(&lg->mu);
     int rc = lg->failing ? PHIAUDIT_E_SINK : 0;
     if (!rc)
@@ -1050,6 +1114,7 @@ int phiaudit_logger_stats(phiaudit_logger *lg, phiaudit_stats *st)
 {
     if (!lg || !st || st->version != PHIAUDIT_STATS_VERSION)
         return PHIAUDIT_E_INVALID;
+    check_fork(lg);
     pthread_mutex_lock(&lg->mu);
     st->sink_failing = (uint32_t)lg->failing;
     st->records_sealed = lg->records_sealed;
@@ -1073,8 +1138,9 @@ static int valid_outcome(int o)
     return o == 0 || o == 4 || o == 8 || o == 12;
 }
 
-static int format_and_submit(phiaudit_logger *lg, phiaudit_payload_fields *f)
+static int format_and_submit(phiaudit_logger *lg, phiaudit_payload_fields *f, int at_close)
 {
+    check_fork(lg); /* before reading lg->pid into the payload */
     f->app = lg->app;
     f->app_len = lg->app_len;
     f->host = lg->host;
@@ -1084,9 +1150,9 @@ static int format_and_submit(phiaudit_logger *lg, phiaudit_payload_fields *f)
     uint8_t bi_p[8], bi_c[8];
     int with_index = (lg->flags & PHIAUDIT_FLAG_BLIND_INDEX) != 0;
     if (with_index) {
-        int rc = phiaudit_blind_tag(lg->index_key, 'P', f->patient, f->patient_len, bi_p);
+        int rc = phiaudit_blind_tag(lg->secrets->index_key, 'P', f->patient, f->patient_len, bi_p);
         if (!rc)
-            rc = phiaudit_blind_tag(lg->index_key, 'C', f->clinician, f->clinician_len, bi_c);
+            rc = phiaudit_blind_tag(lg->secrets->index_key, 'C', f->clinician, f->clinician_len, bi_c);
         if (rc)
             return rc;
     }
@@ -1097,7 +1163,7 @@ static int format_and_submit(phiaudit_logger *lg, phiaudit_payload_fields *f)
     int rc = phiaudit_payload_format(b, lg->format, f, &id_offset);
     if (!rc)
         rc = submit_data(lg, b->data, b->len, id_offset, with_index ? bi_p : NULL,
-                         with_index ? bi_c : NULL, f->recorded_us);
+                         with_index ? bi_c : NULL, f->recorded_us, at_close);
     scratch_done(b);
     return rc;
 }
@@ -1139,6 +1205,7 @@ int phiaudit_scope_begin(phiaudit_scope **out, phiaudit_logger *lg, const char *
     if (!s)
         return PHIAUDIT_E_NOMEM;
     s->lg = lg;
+    s->owner = pthread_self();
     s->action = action;
     s->clinician = (char *)(s + 1);
     s->patient = s->clinician + cl + 1;
@@ -1149,6 +1216,7 @@ int phiaudit_scope_begin(phiaudit_scope **out, phiaudit_logger *lg, const char *
     s->start_wall_us = phiaudit_now_wall_us();
     s->start_mono_ns = phiaudit_now_mono_ns();
 
+    check_fork(lg);
     pthread_mutex_lock(&lg->scopes_mu);
     s->next = lg->scopes;
     if (lg->scopes)
@@ -1215,7 +1283,7 @@ int phiaudit_scope_end(phiaudit_scope **sp, int outcome)
     phiaudit_payload_fields f;
     scope_fields(s, &f);
     f.outcome = bad ? PHIAUDIT_OUTCOME_SERIOUS_FAILURE : outcome;
-    int rc = format_and_submit(lg, &f);
+    int rc = format_and_submit(lg, &f, 0);
     scope_free(s);
     return rc ? rc : (bad ? PHIAUDIT_E_INVALID : 0);
 }
@@ -1242,8 +1310,11 @@ int phiaudit_log_event(phiaudit_logger *lg, const phiaudit_event *ev)
         return PHIAUDIT_E_INVALID;
     if (ev->version != PHIAUDIT_EVENT_VERSION)
         return PHIAUDIT_E_VERSION;
+    /* 9999-12-31T23:59:59.999999Z: the largest time the payload can spell */
+    const int64_t max_us = INT64_C(253402300799999999);
     if (!valid_action(ev->action) || !valid_outcome(ev->outcome) || ev->duration_us < 0 ||
-        (ev->break_glass != 0 && ev->break_glass != 1) || ev->start_us < 0)
+        (ev->break_glass != 0 && ev->break_glass != 1) || ev->start_us < 0 ||
+        ev->start_us > max_us || ev->duration_us > max_us - ev->start_us)
         return PHIAUDIT_E_INVALID;
     phiaudit_payload_fields f;
     memset(&f, 0, sizeof f);
@@ -1270,5 +1341,5 @@ int phiaudit_log_event(phiaudit_logger *lg, const phiaudit_event *ev)
     f.duration_us = ev->duration_us;
     f.recorded_us = phiaudit_now_wall_us();
     f.start_us = ev->start_us ? ev->start_us : f.recorded_us - ev->duration_us;
-    return format_and_submit(lg, &f);
+    return format_and_submit(lg, &f, 0);
 }

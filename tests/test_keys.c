@@ -101,6 +101,10 @@ static void test_symlink_and_missing(void **state)
     path_in(m, sizeof m, "missing");
     assert_int_equal(phiaudit_key_load_file(m, id, key), PHIAUDIT_E_NOT_FOUND);
     assert_int_equal(phiaudit_key_load_file(dir, id, key), PHIAUDIT_E_IO);
+    char fifo[128];
+    path_in(fifo, sizeof fifo, "k-fifo");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(phiaudit_key_load_file(fifo, id, key), PHIAUDIT_E_IO); /* no hang */
 }
 
 static void test_malformed(void **state)

@@ -23,6 +23,7 @@ typedef struct probe_sink {
     tuple *t;
     size_t count, cap;
     atomic_int fail;      /* write returns PHIAUDIT_E_IO while set */
+    atomic_int fail_syncs; /* this many next syncs fail */
     atomic_int sleep_ms;  /* slow sink */
     atomic_int writes, syncs, failed_writes;
     int fd;               /* if >= 0, tuples are also appended here (fork test) */
@@ -68,6 +69,10 @@ static int probe_sync(void *state)
 {
     probe_sink *p = state;
     atomic_fetch_add(&p->syncs, 1);
+    if (atomic_load(&p->fail_syncs) > 0) {
+        atomic_fetch_sub(&p->fail_syncs, 1);
+        return PHIAUDIT_E_IO;
+    }
     return 0;
 }
 
@@ -494,7 +499,7 @@ static void test_sink_failure_fail_closed_then_recovers(void **state)
     assert_int_equal(phiaudit_log_event(lg, &ev), 0); /* queued before the failure is known */
     assert_int_equal(phiaudit_logger_flush(lg), PHIAUDIT_E_SINK);
     /* Fail closed: the caller is told, nothing is sealed, no sequence number is burnt. */
-    assert_int_equal(phiaudit_log_event(lg, &ev), PHIAUDIT_E_SINK);
+    assert_int_equal(phiaudit_log_event(lg, &ev), PHIAUDIT_E_SINK_DOWN);
     phiaudit_stats st = {.version = PHIAUDIT_STATS_VERSION};
     assert_int_equal(phiaudit_logger_stats(lg, &st), 0);
     assert_int_equal(st.sink_failing, 1);
@@ -598,6 +603,101 @@ static void test_sync_and_queue_full(void **state)
     assert_int_equal(phiaudit_logger_close(&lg), 0);
     assert_int_equal(p->count, (size_t)ok + 2);
     assert_unique_and_gapless(p->t, p->count, NULL);
+    phiaudit_sink_close(&sink);
+}
+
+/* A write that succeeded is never repeated because its sync failed: a retry only syncs
+ * (repeated frames would look like replayed records to a verifier). */
+static void test_sync_failure_does_not_rewrite(void **state)
+{
+    (void)state;
+    probe_sink *p;
+    phiaudit_sink *sink = probe_open(&p);
+    phiaudit_config c;
+    test_config(&c, &sink);
+    c.durability = PHIAUDIT_DURABILITY_GROUP;
+    c.flush_interval_ms = 1;
+    phiaudit_logger *lg = NULL;
+    assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
+    atomic_store(&p->fail_syncs, 3);
+    phiaudit_event ev;
+    phiaudit_event_init(&ev);
+    ev.clinician_id = "c";
+    ev.patient_id = CANARY_PATIENT;
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(phiaudit_log_event(lg, &ev), 0);
+    for (int i = 0; i < 500 && phiaudit_logger_flush(lg) != 0; i++)
+        usleep(10000);
+    assert_int_equal(phiaudit_logger_flush(lg), 0);
+    assert_int_equal(phiaudit_logger_close(&lg), 0);
+    assert_int_equal(p->count, 42); /* each frame exactly once */
+    assert_unique_and_gapless(p->t, p->count, NULL);
+    phiaudit_sink_close(&sink);
+}
+
+/* SYNC mode: E_SINK means "queued, not yet durable" (delivered later, exactly once), and
+ * E_SINK_DOWN means "not sealed" (never delivered): the two must not be confused. */
+static void test_sync_mode_error_meanings(void **state)
+{
+    (void)state;
+    probe_sink *p;
+    phiaudit_sink *sink = probe_open(&p);
+    phiaudit_config c;
+    test_config(&c, &sink);
+    c.durability = PHIAUDIT_DURABILITY_SYNC;
+    phiaudit_logger *lg = NULL;
+    assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
+    phiaudit_event ev;
+    phiaudit_event_init(&ev);
+    ev.clinician_id = "c";
+    ev.patient_id = CANARY_PATIENT;
+    atomic_store(&p->fail, 1);
+    assert_int_equal(phiaudit_log_event(lg, &ev), PHIAUDIT_E_SINK);      /* queued */
+    assert_int_equal(phiaudit_log_event(lg, &ev), PHIAUDIT_E_SINK_DOWN); /* not sealed */
+    atomic_store(&p->fail, 0);
+    for (int i = 0; i < 300 && phiaudit_logger_flush(lg) != 0; i++)
+        usleep(10000);
+    assert_int_equal(phiaudit_log_event(lg, &ev), 0);
+    assert_int_equal(phiaudit_logger_close(&lg), 0);
+    assert_int_equal(p->count, 4); /* open, the queued one, the last one, close */
+    assert_unique_and_gapless(p->t, p->count, NULL);
+    phiaudit_sink_close(&sink);
+}
+
+/* close() while the sink is failing still queues the abandoned scopes; if the sink
+ * recovers within close's retry window they are delivered and close succeeds. */
+static void *recover_later(void *arg)
+{
+    usleep(100000);
+    atomic_store(&((probe_sink *)arg)->fail, 0);
+    return NULL;
+}
+
+static void test_close_records_abandoned_while_failing(void **state)
+{
+    (void)state;
+    probe_sink *p;
+    phiaudit_sink *sink = probe_open(&p);
+    phiaudit_config c;
+    test_config(&c, &sink);
+    phiaudit_logger *lg = NULL;
+    assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
+    phiaudit_scope *open_scope = NULL;
+    assert_int_equal(phiaudit_scope_begin(&open_scope, lg, "c", CANARY_PATIENT, 'R'), 0);
+    atomic_store(&p->fail, 1);
+    phiaudit_event ev;
+    phiaudit_event_init(&ev);
+    ev.clinician_id = "c";
+    ev.patient_id = CANARY_PATIENT;
+    assert_int_equal(phiaudit_log_event(lg, &ev), 0);
+    assert_int_equal(phiaudit_logger_flush(lg), PHIAUDIT_E_SINK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, recover_later, p), 0);
+    assert_int_equal(phiaudit_logger_close(&lg), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(p->count, 4); /* open, event, abandoned scope, close */
+    assert_unique_and_gapless(p->t, p->count, NULL);
+    assert_int_equal(phiaudit_scope_end(&open_scope, 0), PHIAUDIT_E_CLOSED);
     phiaudit_sink_close(&sink);
 }
 
@@ -707,6 +807,92 @@ static void test_fork_both_log(void **state)
     size_t streams;
     /* parent: open + 40000 + close; child: open + 20000 + close */
     assert_int_equal(n, 40002 + 20002);
+    assert_unique_and_gapless(all, n, &streams);
+    assert_int_equal(streams, 2);
+    free(all);
+    phiaudit_sink_close(&sink);
+}
+
+/* In a child: flush() before the first record must not start a second flusher (no hang),
+ * and scopes that other parent threads had open are not the child's accesses. */
+typedef struct held_scope {
+    phiaudit_logger *lg;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int state; /* 1: scope begun; 2: told to end it */
+} held_scope;
+
+static void *hold_scope(void *arg)
+{
+    held_scope *h = arg;
+    phiaudit_scope *s = NULL;
+    assert_int_equal(phiaudit_scope_begin(&s, h->lg, "other-thread", CANARY_PATIENT, 'R'), 0);
+    pthread_mutex_lock(&h->mu);
+    h->state = 1;
+    pthread_cond_broadcast(&h->cv);
+    while (h->state != 2)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+    assert_int_equal(phiaudit_scope_end(&s, 0), 0);
+    return NULL;
+}
+
+static void test_fork_child_flush_and_foreign_scopes(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/phiaudit-fork2-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(fcntl(fd, F_SETFL, O_APPEND), 0);
+    probe_sink *p;
+    phiaudit_sink *sink = probe_open(&p);
+    p->fd = fd;
+    phiaudit_config c;
+    test_config(&c, &sink);
+    phiaudit_logger *lg = NULL;
+    assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
+    held_scope h = {.lg = lg, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, hold_scope, &h), 0);
+    pthread_mutex_lock(&h.mu);
+    while (h.state != 1)
+        pthread_cond_wait(&h.cv, &h.mu);
+    pthread_mutex_unlock(&h.mu);
+    phiaudit_scope *mine = NULL;
+    assert_int_equal(phiaudit_scope_begin(&mine, lg, "forking-thread", CANARY_PATIENT, 'U'), 0);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        phiaudit_event ev;
+        phiaudit_event_init(&ev);
+        ev.clinician_id = "child";
+        ev.patient_id = CANARY_PATIENT;
+        int ok = phiaudit_logger_flush(lg) == 0 && phiaudit_log_event(lg, &ev) == 0 &&
+                 phiaudit_logger_close(&lg) == 0; /* records `mine` as abandoned */
+        _exit(ok ? 0 : 12);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    pthread_mutex_lock(&h.mu);
+    h.state = 2;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    pthread_join(t, NULL);
+    assert_int_equal(phiaudit_scope_end(&mine, 0), 0);
+    assert_int_equal(phiaudit_logger_close(&lg), 0);
+
+    off_t size = lseek(fd, 0, SEEK_END);
+    size_t n = (size_t)size / sizeof(tuple);
+    tuple *all = malloc((size_t)size);
+    assert_int_equal(pread(fd, all, (size_t)size, 0), size);
+    close(fd);
+    size_t streams;
+    /* parent: open, 2 scopes, close; child: open, event, its own abandoned scope, close */
+    assert_int_equal(n, 4 + 4);
     assert_unique_and_gapless(all, n, &streams);
     assert_int_equal(streams, 2);
     free(all);
@@ -834,9 +1020,13 @@ int main(void)
         cmocka_unit_test(test_sink_failure_fail_closed_then_recovers),
         cmocka_unit_test(test_close_with_dead_sink_is_loud),
         cmocka_unit_test(test_sync_and_queue_full),
+        cmocka_unit_test(test_sync_failure_does_not_rewrite),
+        cmocka_unit_test(test_sync_mode_error_meanings),
+        cmocka_unit_test(test_close_records_abandoned_while_failing),
         cmocka_unit_test(test_million_records_threads_unique_nonces),
         cmocka_unit_test(test_fork_both_log),
         cmocka_unit_test(test_raw_fork_without_atfork),
+        cmocka_unit_test(test_fork_child_flush_and_foreign_scopes),
         cmocka_unit_test(test_alloc_failure_sweep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
