@@ -423,6 +423,8 @@ typedef struct rd_src {
     int error;
     int has_time;
     int64_t first_time;
+    uint8_t first_stream[16]; /* stream and seq of the first frame (valid with has_time) */
+    uint64_t first_seq;
     dev_t dev;
     ino_t ino;
     uint64_t bytes, frames, torn_off, torn_bytes, damaged_bytes, damaged_count;
@@ -695,6 +697,28 @@ static void peek_first_time(rd_src *s, uint8_t *tmp)
     if (i != SIZE_MAX && h.frame_len && got - i >= PHIAUDIT_HEADER_LEN) {
         s->has_time = 1;
         s->first_time = h.time_us;
+        memcpy(s->first_stream, h.stream_id, 16);
+        s->first_seq = h.seq;
+    }
+}
+
+/* Files are ordered by the time of their first frame, but a wall clock that stepped back
+ * (NTP, VM resume) would then put a newer rotated file first and make an untouched stream
+ * look reordered. Sequence numbers do not lie: among the files that begin with the same
+ * stream, put them in sequence order, keeping the positions the time order gave them. */
+static void order_by_stream_seq(rd_src *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!src[i].has_time)
+            continue;
+        for (size_t j = i + 1; j < n; j++) {
+            if (src[j].has_time && memcmp(src[j].first_stream, src[i].first_stream, 16) == 0 &&
+                src[j].first_seq < src[i].first_seq) {
+                rd_src t = src[i];
+                src[i] = src[j];
+                src[j] = t;
+            }
+        }
     }
 }
 
@@ -776,8 +800,10 @@ int phiaudit_reader_open(phiaudit_reader **out, const char *const *sources, size
                 }
             }
         }
-        if (rc == 0)
+        if (rc == 0) {
             qsort(r->src, r->nsrc, sizeof *r->src, src_cmp);
+            order_by_stream_seq(r->src, r->nsrc);
+        }
     }
     if (rc == 0) {
         r->buf = phiaudit_malloc(RD_CHUNK);
