@@ -141,6 +141,35 @@ PHIAUDIT_API int phiaudit_sink_memory_get(phiaudit_sink *sink, size_t index, uin
 /** Drop all frames held. Thread-safe. @return 0 or PHIAUDIT_E_INVALID. */
 PHIAUDIT_API int phiaudit_sink_memory_clear(phiaudit_sink *sink);
 
+typedef struct phiaudit_keyring phiaudit_keyring;
+
+/**
+ * Test-harness helper: authenticate and decrypt frame @p index into @p buf, NUL-terminated.
+ * @param kr   keyring holding the logger's key (see phiaudit_record.h).
+ * @param len  receives the payload length without the NUL; on PHIAUDIT_E_TOO_LONG the
+ *             capacity needed (with the NUL).
+ * @param type optional (may be NULL): receives PHIAUDIT_RECORD_OPEN, _DATA or _CLOSE.
+ * @return 0; PHIAUDIT_E_INVALID (NULL, not a memory sink); PHIAUDIT_E_NOT_FOUND (index out
+ *         of range); PHIAUDIT_E_TOO_LONG; PHIAUDIT_E_NOMEM; errors of phiaudit_frame_open()
+ *         (PHIAUDIT_E_AUTH, PHIAUDIT_E_UNKNOWN_KEY...). The buffer holds PHI: wipe it.
+ * Thread-safe for the sink; the keyring must not be used by another thread meanwhile.
+ */
+PHIAUDIT_API int phiaudit_sink_memory_open_record(phiaudit_sink *sink, phiaudit_keyring *kr,
+                                                  size_t index, char *buf, size_t cap,
+                                                  size_t *len, int *type);
+
+/**
+ * Test-harness helper: count the DATA records in the memory sink in which @p clinician
+ * (NULL = any) performed @p action (0 = any) on @p patient (NULL = any) with @p outcome
+ * (-1 = any). Every frame is authenticated first. Typical use in a service's own tests,
+ * after phiaudit_logger_flush(): "exactly one READ of patient P by clinician C, outcome 0".
+ * @return 0 and *count; PHIAUDIT_E_INVALID; PHIAUDIT_E_NOMEM; or the first frame's error
+ *         (PHIAUDIT_E_AUTH if any frame was modified). Thread-safety as above.
+ */
+PHIAUDIT_API int phiaudit_sink_memory_count_access(phiaudit_sink *sink, phiaudit_keyring *kr,
+                                                   const char *clinician, const char *patient,
+                                                   int action, int outcome, size_t *count);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 typedef struct memory_sink {
@@ -131,4 +132,87 @@ int phiaudit_sink_memory_clear(phiaudit_sink *sink)
         m->offsets[0] = 0;
     pthread_mutex_unlock(&m->mu);
     return 0;
+}
+
+int phiaudit_sink_memory_open_record(phiaudit_sink *sink, phiaudit_keyring *kr, size_t index,
+                                     char *buf, size_t cap, size_t *len, int *type)
+{
+    if (!as_memory(sink) || !kr || !len || (!buf && cap))
+        return PHIAUDIT_E_INVALID;
+    size_t flen = PHIAUDIT_MAX_FRAME_LEN;
+    uint8_t *frame = phiaudit_malloc(flen);
+    if (!frame)
+        return PHIAUDIT_E_NOMEM;
+    phiaudit_header h;
+    int rc = phiaudit_sink_memory_get(sink, index, frame, &flen);
+    if (!rc)
+        rc = phiaudit_frame_parse(frame, flen, &h);
+    if (!rc)
+        rc = phiaudit_frame_open(kr, frame, flen, (uint8_t *)buf, cap ? cap - 1 : 0, len);
+    if (!rc) {
+        buf[*len] = '\0';
+        if (type)
+            *type = h.type;
+    } else if (rc == PHIAUDIT_E_TOO_LONG) {
+        *len += 1;
+    }
+    phiaudit_free(frame);
+    return rc;
+}
+
+/* Append `"key":<value as the payload serializes it>` so that matching is exact even for
+ * identifiers the JSON escapes. */
+static int want_field(phiaudit_buf *b, const char *key, const char *value)
+{
+    b->len = 0;
+    int rc = phiaudit_buf_append(b, key, strlen(key));
+    return rc ? rc : phiaudit_json_string(b, value, strlen(value));
+}
+
+static int has_field(const char *payload, phiaudit_buf *want)
+{
+    return phiaudit_buf_append(want, "", 1) == 0 && strstr(payload, (const char *)want->data);
+}
+
+int phiaudit_sink_memory_count_access(phiaudit_sink *sink, phiaudit_keyring *kr,
+                                      const char *clinician, const char *patient, int action,
+                                      int outcome, size_t *count)
+{
+    if (!as_memory(sink) || !kr || !count)
+        return PHIAUDIT_E_INVALID;
+    *count = 0;
+    size_t cap = PHIAUDIT_MAX_FRAME_LEN;
+    char *pt = phiaudit_malloc(cap);
+    phiaudit_buf want = {0};
+    if (!pt)
+        return PHIAUDIT_E_NOMEM;
+    int rc = 0;
+    size_t n = phiaudit_sink_memory_count(sink);
+    for (size_t i = 0; i < n && !rc; i++) {
+        size_t len = 0;
+        int type = 0;
+        rc = phiaudit_sink_memory_open_record(sink, kr, i, pt, cap, &len, &type);
+        if (rc || type != PHIAUDIT_RECORD_DATA)
+            continue;
+        int match = 1;
+        char tail[32];
+        if (match && clinician)
+            match = want_field(&want, "\"clinician\":", clinician) == 0 && has_field(pt, &want);
+        if (match && patient)
+            match = want_field(&want, "\"patient\":", patient) == 0 && has_field(pt, &want);
+        if (match && action) {
+            snprintf(tail, sizeof tail, "\"action\":\"%c\",", action);
+            match = strstr(pt, tail) != NULL;
+        }
+        if (match && outcome >= 0) {
+            snprintf(tail, sizeof tail, "\"outcome\":%d,", outcome);
+            match = strstr(pt, tail) != NULL;
+        }
+        if (match)
+            (*count)++;
+    }
+    phiaudit_wipe(pt, cap);
+    phiaudit_free(pt);
+    phiaudit_buf_free(&want);
+    return rc;
 }

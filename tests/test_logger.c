@@ -195,6 +195,28 @@ static void test_scope_round_trip(void **state)
     assert_non_null(strstr(pt, id));
     free(pt);
 
+    /* the test-harness helper: exact field matches over authenticated records */
+    phiaudit_keyring *kr = NULL;
+    assert_int_equal(phiaudit_keyring_new(&kr), 0);
+    assert_int_equal(phiaudit_keyring_add(kr, test_key_id, test_key), 0);
+    size_t count = 99;
+    assert_int_equal(phiaudit_sink_memory_count_access(mem, kr, "dr-house", CANARY_PATIENT, 'U', 4, &count), 0);
+    assert_int_equal(count, 1);
+    assert_int_equal(phiaudit_sink_memory_count_access(mem, kr, NULL, NULL, 0, -1, &count), 0);
+    assert_int_equal(count, 1); /* DATA records only */
+    assert_int_equal(phiaudit_sink_memory_count_access(mem, kr, "dr-hous", NULL, 0, -1, &count), 0);
+    assert_int_equal(count, 0); /* no prefix matches */
+    assert_int_equal(phiaudit_sink_memory_count_access(mem, kr, NULL, CANARY_PATIENT, 'R', -1, &count), 0);
+    assert_int_equal(count, 0);
+    assert_int_equal(phiaudit_sink_memory_count_access(mem, kr, NULL, NULL, 0, 0, &count), 0);
+    assert_int_equal(count, 0);
+    char small[8];
+    size_t need = 0;
+    assert_int_equal(phiaudit_sink_memory_open_record(mem, kr, 1, small, sizeof small, &need, NULL),
+                     PHIAUDIT_E_TOO_LONG);
+    assert_true(need > sizeof small);
+    phiaudit_keyring_free(&kr);
+
     char *cl = test_open_frame(mem, 2, &h);
     assert_int_equal(h.type, PHIAUDIT_RECORD_CLOSE);
     assert_string_equal(cl, "{\"v\":1,\"event\":\"stream-close\",\"records\":1,\"abandoned\":0}");
