@@ -88,7 +88,8 @@ class IOFailedError(PhiauditError):
 
 
 class SinkError(PhiauditError):
-    """PHIAUDIT_E_SINK: a sink is failing (fail-closed)."""
+    """PHIAUDIT_E_SINK: records are queued but a sink failed to take them; they are retried
+    (do not log them again). Compare SinkDownError."""
 
 
 class KeyMaterialError(PhiauditError):
