@@ -186,7 +186,7 @@ typedef void (*phiaudit_diag_fn)(void *ctx, int level, const char *message);
 typedef struct phiaudit_config {
     uint32_t version;           /**< PHIAUDIT_CONFIG_VERSION */
     uint32_t durability;        /**< PHIAUDIT_DURABILITY_* (default NONE) */
-    uint32_t flush_interval_ms; /**< batching window, 1..10000 (default 10) */
+    uint32_t flush_interval_ms; /**< batching window in ms, 0..10000 (0 = default 10) */
     uint32_t flags;             /**< PHIAUDIT_FLAG_* */
     uint32_t payload_format;    /**< PHIAUDIT_FORMAT_* (default JSON) */
     uint32_t reserved0;
@@ -275,7 +275,7 @@ typedef struct phiaudit_scope phiaudit_scope;
 /**
  * Begin timing an action of a clinician on a patient's record.
  * @param clinician_id, patient_id  1..PHIAUDIT_MAX_ID_LEN bytes of UTF-8 without control
- *        characters; copied.
+ *        characters (C0, DEL, C1) or U+2028/U+2029 (PHIAUDIT_E_BAD_CHAR); copied.
  * @param action PHIAUDIT_ACTION_* ('C','R','U','D','E').
  * @return 0; PHIAUDIT_E_INVALID (NULL, bad action); PHIAUDIT_E_EMPTY; PHIAUDIT_E_TOO_LONG;
  *         PHIAUDIT_E_UTF8; PHIAUDIT_E_BAD_CHAR; PHIAUDIT_E_NOMEM.
