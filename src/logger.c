@@ -101,6 +101,7 @@ struct phiaudit_logger {
     int need_new_stream;
     int sinks_need_fork_reset; /* after_fork_child still to be called on the sinks */
     int abort_delivery;        /* open failed: the flusher stops without retrying */
+    int sync_ready;            /* mutexes and condition variables initialised */
     const char *next_reason;   /* "start" or "fork": why the next stream starts */
     int streams_started;
     /* Queue state, under mu. */
@@ -783,6 +784,12 @@ static volatile uint8_t *map_fork_guard(void)
 
 static void logger_free(phiaudit_logger *lg)
 {
+    if (lg->sync_ready) {
+        pthread_mutex_destroy(&lg->mu);
+        pthread_mutex_destroy(&lg->scopes_mu);
+        pthread_cond_destroy(&lg->flusher_cv);
+        pthread_cond_destroy(&lg->done_cv);
+    }
     if (lg->fork_guard)
         munmap((void *)lg->fork_guard, (size_t)sysconf(_SC_PAGESIZE));
     for (size_t i = 0; lg->sinks && i < lg->nsinks; i++)
@@ -909,6 +916,7 @@ int phiaudit_logger_open(phiaudit_logger **out, const phiaudit_config *cfg)
         logger_free(lg);
         return rc;
     }
+    lg->sync_ready = 1;
     if (lg->torn_bytes_at_open) {
         char m[128];
         snprintf(m, sizeof m, "torn record (%llu bytes) found at the end of a log file; it was "
@@ -941,10 +949,6 @@ int phiaudit_logger_open(phiaudit_logger **out, const phiaudit_config *cfg)
         if (running)
             pthread_join(lg->flusher, NULL);
         snprintf(open_errmsg, sizeof open_errmsg, "%s", lg->errmsg[0] ? lg->errmsg : phiaudit_strerror(rc));
-        pthread_mutex_destroy(&lg->mu);
-        pthread_mutex_destroy(&lg->scopes_mu);
-        pthread_cond_destroy(&lg->flusher_cv);
-        pthread_cond_destroy(&lg->done_cv);
         logger_free(lg);
         return rc;
     }
@@ -1089,10 +1093,6 @@ int phiaudit_logger_close(phiaudit_logger **lgp)
         if (ops->sync && ops->sync(lg->sinks[i]->state) != 0 && !rc)
             rc = PHIAUDIT_E_SINK;
     }
-    pthread_mutex_destroy(&lg->mu);
-    pthread_mutex_destroy(&lg->scopes_mu);
-    pthread_cond_destroy(&lg->flusher_cv);
-    pthread_cond_destroy(&lg->done_cv);
     logger_free(lg);
     return rc;
 }

@@ -141,6 +141,17 @@ static size_t assert_unique_and_gapless(tuple *t, size_t n, size_t *streams)
     return n;
 }
 
+/* The (stream, seq) tuples several processes appended to fd; closes fd. */
+static tuple *read_tuples(int fd, size_t *n)
+{
+    off_t size = lseek(fd, 0, SEEK_END);
+    tuple *all = malloc((size_t)size);
+    assert_int_equal(pread(fd, all, (size_t)size, 0), size);
+    close(fd);
+    *n = (size_t)size / sizeof(tuple);
+    return all;
+}
+
 /* ---- Round trip and payload fields ---------------------------------------------------------- */
 
 static void test_scope_round_trip(void **state)
@@ -821,11 +832,8 @@ static void test_fork_both_log(void **state)
     assert_int_equal(phiaudit_logger_close(&lg), 0);
 
     /* The file has the child's tuples and the parent's: read them all back. */
-    off_t size = lseek(fd, 0, SEEK_END);
-    size_t n = (size_t)size / sizeof(tuple);
-    tuple *all = malloc((size_t)size);
-    assert_int_equal(pread(fd, all, (size_t)size, 0), size);
-    close(fd);
+    size_t n;
+    tuple *all = read_tuples(fd, &n);
     size_t streams;
     /* parent: open + 40000 + close; child: open + 20000 + close */
     assert_int_equal(n, 40002 + 20002);
@@ -907,11 +915,8 @@ static void test_fork_child_flush_and_foreign_scopes(void **state)
     assert_int_equal(phiaudit_scope_end(&mine, 0), 0);
     assert_int_equal(phiaudit_logger_close(&lg), 0);
 
-    off_t size = lseek(fd, 0, SEEK_END);
-    size_t n = (size_t)size / sizeof(tuple);
-    tuple *all = malloc((size_t)size);
-    assert_int_equal(pread(fd, all, (size_t)size, 0), size);
-    close(fd);
+    size_t n;
+    tuple *all = read_tuples(fd, &n);
     size_t streams;
     /* parent: open, 2 scopes, close; child: open, event, its own abandoned scope, close */
     assert_int_equal(n, 4 + 4);
@@ -961,11 +966,8 @@ static void test_raw_fork_without_atfork(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_int_equal(phiaudit_logger_close(&lg), 0);
 
-    off_t size = lseek(fd, 0, SEEK_END);
-    size_t n = (size_t)size / sizeof(tuple);
-    tuple *all = malloc((size_t)size);
-    assert_int_equal(pread(fd, all, (size_t)size, 0), size);
-    close(fd);
+    size_t n;
+    tuple *all = read_tuples(fd, &n);
     size_t streams;
     assert_int_equal(n, 103 + 102); /* parent: open, 101, close; child: open, 100, close */
     assert_unique_and_gapless(all, n, &streams);
