@@ -85,6 +85,8 @@ PHIAUDIT_API const char *phiaudit_strerror(int rc);
 #define PHIAUDIT_KEY_ID_LEN 16        /**< key identifier */
 #define PHIAUDIT_STREAM_ID_LEN 16     /**< random per stream */
 
+/** Function twins of the limits above, for bindings (a test checks they agree).
+ *  Thread-safe, cannot fail. */
 PHIAUDIT_API size_t phiaudit_max_id_len(void);
 PHIAUDIT_API size_t phiaudit_max_code_len(void);
 PHIAUDIT_API size_t phiaudit_max_detail_len(void);
@@ -266,6 +268,8 @@ typedef struct phiaudit_stats {
     uint64_t streams;          /**< streams started (1 + forks/restarts) */
 } phiaudit_stats;
 #define PHIAUDIT_STATS_VERSION 1
+/** Fill @p stats (whose version field the caller set to PHIAUDIT_STATS_VERSION).
+ *  @return 0 or PHIAUDIT_E_INVALID (NULL, wrong version). Thread-safe. */
 PHIAUDIT_API int phiaudit_logger_stats(phiaudit_logger *logger, phiaudit_stats *stats);
 
 /* ---- Scoped API --------------------------------------------------------------------------- */
