@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-[ -d build ] || meson setup build >/dev/null
+[ -d build ] || meson setup build >build.setup.log 2>&1 || { cat build.setup.log; rm -rf build; exit 1; }
 ninja -C build >/dev/null
 
 out=demo-output

@@ -9,7 +9,7 @@ packages=(
   libcmocka-dev                                  # unit tests
   libsqlite3-dev                                 # optional SQLite sink
   g++                                            # C++ header tests
-  clang llvm                                     # libFuzzer target
+  clang llvm libclang-rt-14-dev                  # libFuzzer target (runtime in -rt-dev)
   python3 python3-pytest python3-cryptography    # Python binding tests, cross-check
   procps time                                    # scripts and benchmarks
 )

@@ -7,20 +7,26 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 jobs=$(nproc)
-[ -d build ] || meson setup build >/dev/null
+# setup DIR [ARGS...]: configure a build directory once; show meson's output if it fails.
+setup() {
+  local dir=$1
+  shift
+  [ -d "$dir" ] && return 0
+  meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; rm -rf "$dir"; return 1; }
+}
+setup build
 meson configure build -Dwerror=true   # the build must stay warning-free
 meson test -C build --print-errorlogs --num-processes "$jobs"
 
 # Sanitizers: the Python suites load the library into an unsanitized interpreter and the
 # install test rebuilds from scratch, so they run in the normal build only.
-[ -d build-asan ] || CC=gcc meson setup build-asan -Db_sanitize=address,undefined \
-  -Db_lundef=false -Dbuildtype=debug >/dev/null
+CC=gcc setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
   meson test -C build-asan --print-errorlogs --num-processes "$jobs" \
   --no-suite python --no-suite install
 
 # clang: the libFuzzer target over the reader, run for a bounded number of inputs.
-[ -d build-fuzz ] || CC=clang meson setup build-fuzz -Dfuzz=enabled -Dtests=disabled >/dev/null
+CC=clang setup build-fuzz -Dfuzz=enabled -Dtests=disabled
 meson test -C build-fuzz --print-errorlogs fuzz_reader
 
 # PHI must never reach a test log in plaintext either.
