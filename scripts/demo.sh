@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-[ -d build ] || meson setup build >build.setup.log 2>&1 || { cat build.setup.log; rm -rf build; exit 1; }
+if [ ! -f build/build.ninja ]; then
+  rm -rf build
+  meson setup build >build.setup.log 2>&1 || { cat build.setup.log; rm -rf build; exit 1; }
+fi
 ninja -C build >/dev/null
 
 out=demo-output

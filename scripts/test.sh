@@ -11,27 +11,37 @@ jobs=$(nproc)
 setup() {
   local dir=$1
   shift
-  [ -d "$dir" ] && return 0
+  [ -f "$dir/build.ninja" ] && return 0
+  rm -rf "$dir" # a directory left by an interrupted setup
   meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; rm -rf "$dir"; return 1; }
 }
+# suite DIR [ARGS...]: run meson test, keeping its summary for the total at the end.
+summary=$(mktemp)
+trap 'rm -f "$summary"' EXIT
+suite() {
+  local dir=$1
+  shift
+  meson test -C "$dir" --print-errorlogs --num-processes "$jobs" "$@" | tee -a "$summary"
+}
+
 setup build
 meson configure build -Dwerror=true   # the build must stay warning-free
-meson test -C build --print-errorlogs --num-processes "$jobs"
+suite build
 
 # Sanitizers: the Python suites load the library into an unsanitized interpreter and the
 # install test rebuilds from scratch, so they run in the normal build only.
 CC=gcc setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-  meson test -C build-asan --print-errorlogs --num-processes "$jobs" \
-  --no-suite python --no-suite install
+  suite build-asan --no-suite python --no-suite install
 
 # clang: the libFuzzer target over the reader, run for a bounded number of inputs.
 CC=clang setup build-fuzz -Dfuzz=enabled -Dtests=disabled
-meson test -C build-fuzz --print-errorlogs fuzz_reader
+suite build-fuzz fuzz_reader
 
 # PHI must never reach a test log in plaintext either.
 if grep -F -l "CANARY-PATIENT-7f3a9c" build/meson-logs/testlog.txt build-asan/meson-logs/testlog.txt; then
   echo "FAIL: canary patient ID found in a test log" >&2
   exit 1
 fi
-echo "canary scan of test logs: 1 passed, 0 failed"
+awk '/^Ok:/ {ok += $2} /^Fail:|^Timeout:|^Unexpected Pass:/ {bad += $NF}
+     END {printf "phiaudit: %d passed, %d failed\n", ok + 1, bad}' "$summary"
