@@ -34,6 +34,12 @@ CC=gcc setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildt
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
   suite build-asan --no-suite python --no-suite install
 
+# ThreadSanitizer over the concurrent parts: the logger (1,000,000 records from 8 threads,
+# failure and retry paths) and the file sink. Fork tests are skipped: TSan cannot follow a
+# threaded process through fork().
+CC=clang setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug -Dfuzz=disabled
+TSAN_OPTIONS=halt_on_error=1 PHIAUDIT_TEST_NO_FORK=1 suite build-tsan logger sink_file
+
 # clang: the libFuzzer target over the reader, run for a bounded number of inputs.
 CC=clang setup build-fuzz -Dfuzz=enabled -Dtests=disabled
 suite build-fuzz fuzz_reader
