@@ -58,7 +58,6 @@ FLAG_BLIND_INDEX = 0x1
 RECORD_OPEN = 1
 RECORD_DATA = 2
 RECORD_CLOSE = 3
-HFLAG_BLIND_INDEX = 0x01
 
 
 # ---- Structures ------------------------------------------------------------------------
@@ -295,20 +294,13 @@ _PROTOTYPES = {
     "phiaudit_sink_memory_count": (c_size_t, [_P]),
     "phiaudit_sink_memory_get": (c_int, [_P, c_size_t, _u8p, POINTER(c_size_t)]),
     "phiaudit_sink_memory_clear": (c_int, [_P]),
-    "phiaudit_frame_parse": (c_int, [_u8p, c_size_t, POINTER(Header)]),
-    "phiaudit_frame_link": (c_int, [_u8p, c_size_t, _u8p]),
     "phiaudit_keyring_new": (c_int, [_PP]),
     "phiaudit_keyring_add": (c_int, [_P, _u8p, _u8p]),
     "phiaudit_keyring_add_file": (c_int, [_P, c_char_p]),
     "phiaudit_keyring_count": (c_size_t, [_P]),
     "phiaudit_keyring_has": (c_int, [_P, _u8p]),
     "phiaudit_keyring_free": (None, [_PP]),
-    "phiaudit_frame_open": (c_int, [_P, _u8p, c_size_t, _u8p, c_size_t, POINTER(c_size_t)]),
-    "phiaudit_blind_index": (c_int, [_P, _u8p, c_int, c_char_p, _u8p]),
-}
-
-# The reader API (phiaudit_reader.h): optional, used when the loaded library has it.
-_READER_PROTOTYPES = {
+    # the reader API (phiaudit_reader.h)
     "phiaudit_verdict_name": (c_char_p, [c_int]),
     "phiaudit_reader_open": (c_int, [_PP, POINTER(c_char_p), c_size_t, _P]),
     "phiaudit_reader_open_buffer": (c_int, [_PP, _u8p, c_size_t, c_char_p, _P]),
@@ -326,7 +318,6 @@ _READER_PROTOTYPES = {
     "phiaudit_time_parse": (c_int, [c_char_p, POINTER(c_int64)]),
     "phiaudit_keyring_add_dir": (c_int, [_P, c_char_p, POINTER(c_size_t)]),
 }
-HAVE_READER = False
 
 _lib: Optional[ctypes.CDLL] = None
 _lib_path: Optional[str] = None
@@ -363,7 +354,7 @@ def lib() -> ctypes.CDLL:
     ``libphiaudit.so.0`` through the dynamic loader, then ``ctypes.util.find_library``.
     Raises ``OSError`` if none loads.
     """
-    global _lib, _lib_path, HAVE_READER
+    global _lib, _lib_path
     if _lib is not None:
         return _lib
     with _load_lock:
@@ -380,12 +371,6 @@ def lib() -> ctypes.CDLL:
                 fn = getattr(handle, name)
                 fn.restype = restype
                 fn.argtypes = argtypes
-            HAVE_READER = hasattr(handle, "phiaudit_reader_open")
-            if HAVE_READER:
-                for name, (restype, argtypes) in _READER_PROTOTYPES.items():
-                    fn = getattr(handle, name)
-                    fn.restype = restype
-                    fn.argtypes = argtypes
             _lib_path = cand
             _lib = handle
             return handle

@@ -1,27 +1,32 @@
 """The read side: decrypt, verify and query phiaudit logs.
 
-Sources are log files (paths), raw bytes of a log, or a :class:`~phiaudit.Logger` with a
-memory sink; pass one or a list.  Frames are parsed, chain-linked and authenticated by the
-C library (``phiaudit_frame_parse`` / ``phiaudit_frame_link`` / ``phiaudit_frame_open``);
-this module walks files frame by frame and applies the checks of docs/FORMAT.md §9.
+Every function here wraps the library's reader (``phiaudit_reader.h``): parsing, chain
+and sequence checks, authentication, decryption, query matching and the tamper-evidence
+verdict are all done in C (docs/FORMAT.md §9); this module only converts its records and
+reports into Python objects.
+
+Sources are log files or directories of rotated files (paths, one or a list), or one
+in-memory source: the raw bytes of a log, or a :class:`~phiaudit.Logger` with a memory
+sink.  An in-memory source is read alone (the library reads one buffer per reader), so it
+cannot be combined with other sources in a list.
 
 Keys: ``key_file`` (a path or a list of paths) or a :class:`Keyring`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from ctypes import byref, c_char, c_char_p, c_size_t, c_void_p, create_string_buffer, string_at
+from ctypes import byref, c_char, c_char_p, c_void_p, create_string_buffer, string_at
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import _lib
-from ._util import StrPath, check, cpath, cstr, invalid
+from . import errors as errors_mod
+from ._util import StrPath, action_code, check, cpath, cstr, invalid
 from .errors import error_for
 
 __all__ = ["Keyring", "Record", "Problem", "StreamReport", "VerifyReport", "decrypt",
-           "verify", "query", "read_frames"]
+           "verify", "query"]
 
 TYPE_NAMES = {_lib.RECORD_OPEN: "open", _lib.RECORD_DATA: "data", _lib.RECORD_CLOSE: "close"}
 
@@ -148,427 +153,45 @@ class VerifyReport:
     def ok(self) -> bool:
         return not any(p.severity == "error" for p in self.problems)
 
-    def _set_verdict(self) -> None:
-        kinds = {p.kind for p in self.errors}
-        if kinds - {"unknown-key", "source-error", "empty"}:
-            self.verdict = "tampered"
-        elif kinds:
-            self.verdict = "error"
-        elif self.problems:
-            self.verdict = "incomplete" if any(p.kind != "duplicate" for p in self.problems) \
-                else "intact"
-        else:
-            self.verdict = "intact"
-
     @property
     def errors(self) -> List[Problem]:
         return [p for p in self.problems if p.severity == "error"]
 
 
-# ---- frame walking -------------------------------------------------------------------
+
+# ---- over the C reader (phiaudit_reader.h) -------------------------------------------
 
 Source = Union[StrPath, bytes, bytearray, Any]
 
 
-def _load_sources(sources: Union[Source, Sequence[Source]]) -> List[Tuple[str, bytes]]:
-    from .logger import Logger
-
-    if isinstance(sources, (str, bytes, bytearray, os.PathLike, Logger)):
-        sources = [sources]
-    out = []
-    for i, s in enumerate(sources):
-        if isinstance(s, Logger):
-            s.flush()
-            out.append((f"<memory:{i}>", b"".join(s._memory_frames())))
-        elif isinstance(s, (bytes, bytearray)):
-            out.append((f"<bytes:{i}>", bytes(s)))
-        else:
-            p = os.fspath(s)
-            with open(p, "rb") as f:
-                out.append((str(p), f.read()))
-    return out
-
-
-def _hdr(buf: Any, off: int, n: int) -> Tuple[int, _lib.Header]:
-    """Parse the frame at buf[off:n] (buf: bytes or a ctypes char array of length n)."""
-    h = _lib.Header()
-    ptr = byref(buf, off) if not isinstance(buf, bytes) else buf[off:]
-    rc = _lib.lib().phiaudit_frame_parse(ptr, n - off, byref(h))
-    return rc, h
-
-
-@dataclass
-class _Frame:
-    source: str
-    offset: int
-    data: bytes
-    hdr: Any
-
-
-@dataclass
-class _Damage:
-    source: str
-    offset: int
-    length: int
-    torn: bool
-
-
-def read_frames(source_name: str, data: bytes) -> Iterator[Union[_Frame, _Damage]]:
-    """Walk a byte string frame by frame. Yields frames and damage/torn-tail markers."""
-    off = 0
-    n = len(data)
-    cbuf = (c_char * max(1, n)).from_buffer_copy(data) if n else (c_char * 1)()
-    while off < n:
-        rc, h = _hdr(cbuf, off, n)
-        if rc == 0:
-            ln = h.frame_len
-            yield _Frame(source_name, off, data[off:off + ln], h)
-            off += ln
-            continue
-        if rc == -17 and (h.frame_len == 0 or off + h.frame_len > n):
-            # Ends inside a frame. A torn tail only if no later frame start parses.
-            nxt = _resync(data, cbuf, off + 1)
-            if nxt < 0:
-                yield _Damage(source_name, off, n - off, True)
-                return
-            yield _Damage(source_name, off, nxt - off, False)
-            off = nxt
-            continue
-        nxt = _resync(data, cbuf, off + 1)
-        end = n if nxt < 0 else nxt
-        yield _Damage(source_name, off, end - off, False)
-        off = end
-
-
-def _resync(data: bytes, cbuf: Any, start: int) -> int:
-    """Offset of the next position >= start where a complete frame parses, or -1."""
-    pos = start
-    while True:
-        pos = data.find(b"PHA1", pos)
-        if pos < 0:
-            return -1
-        rc, _ = _hdr(cbuf, pos, len(data))
-        if rc == 0:
-            return pos
-        pos += 1
-
-
-def _meta(fr: _Frame) -> Record:
-    h = fr.hdr
-    return Record(type=h.type, seq=int(h.seq), stream_id=bytes(h.stream_id).hex(),
-                  key_id=bytes(h.key_id).hex(), time_us=int(h.time_us), flags=h.flags,
-                  frame_len=int(h.frame_len), source=fr.source, offset=fr.offset)
-
-
-def _decrypt_into(kr: c_void_p, frame: bytes, rec: Record, out: Any) -> None:
-    L = _lib.lib()
-    ln = c_size_t(0)
-    rc = L.phiaudit_frame_open(kr, frame, len(frame), out, len(out), byref(ln))
-    if rc < 0:
-        rec.error = error_for(rc).name
-        return
-    pt = out.raw[:ln.value]
-    L.phiaudit_wipe(out, ln.value)
-    text = pt.decode("utf-8", "replace")
-    if text.startswith("{"):
-        try:
-            rec.payload = json.loads(text)
-            return
-        except ValueError:
-            pass
-    rec.payload = text
-
-
-def _open_frames(kr: c_void_p, frames: Sequence[bytes]) -> List[Record]:
-    """Decrypt complete frames (memory sink); raises on the first failure."""
-    out = create_string_buffer(_lib.MAX_FRAME_LEN)
-    recs = []
-    for i, f in enumerate(frames):
-        rc, h = _hdr(f, 0, len(f))
-        check(rc)
-        rec = _meta(_Frame("<memory>", i, f, h))
-        _decrypt_into(kr, f, rec, out)
-        if rec.error:
-            raise error_for(_code_of(rec.error), "memory-sink record failed to open")
-        recs.append(rec)
-    return recs
-
-
-def _code_of(name: str) -> int:
-    from .errors import _NAMES
-
-    for k, v in _NAMES.items():
-        if v == name:
-            return k
-    return -14
-
-
-def _keyring(key_file: Any, keyring: Optional[Keyring]) -> Tuple[Optional[Keyring], bool]:
-    if keyring is not None:
-        return keyring, False
-    if key_file is None:
-        return None, False
-    return Keyring(key_file), True
-
-
-# ---- public reader functions ---------------------------------------------------------
-
-def _py_decrypt(sources: Union[Source, Sequence[Source]], key_file: Any = None, *,
-            keyring: Optional[Keyring] = None, strict: bool = True,
-            include_stream_records: bool = True) -> List[Record]:
-    """Decrypt every record of the sources, in file order.
-
-    With ``strict`` (default) the first record that fails to authenticate, has an unknown
-    key or a damaged frame raises (AuthenticationError, UnknownKeyError, FormatError); a
-    torn tail at the very end of a file is skipped.  With ``strict=False`` such records are
-    returned with ``payload=None`` and ``error`` set, and damage is skipped.
-    """
-    kr, own = _keyring(key_file, keyring)
-    if kr is None:
-        raise invalid("decrypt needs key_file or keyring")
-    out = create_string_buffer(_lib.MAX_FRAME_LEN)
-    recs: List[Record] = []
-    try:
-        for name, data in _load_sources(sources):
-            for fr in read_frames(name, data):
-                if isinstance(fr, _Damage):
-                    if strict and not fr.torn:
-                        raise error_for(-14, f"damaged bytes at offset {fr.offset}")
-                    continue
-                rec = _meta(fr)
-                if rec.type != _lib.RECORD_DATA and not include_stream_records:
-                    continue
-                _decrypt_into(kr._h, fr.data, rec, out)
-                if rec.error and strict:
-                    raise error_for(_code_of(rec.error),
-                                    f"record seq {rec.seq} of stream {rec.stream_id}")
-                recs.append(rec)
-    finally:
-        if own:
-            kr.close()
-    return recs
-
-
-def _py_verify(sources: Union[Source, Sequence[Source]], key_file: Any = None, *,
-           keyring: Optional[Keyring] = None) -> VerifyReport:
-    """Check framing, sequence, chain links and stream framing (docs/FORMAT.md §9) and,
-    with a key, every tag.  Files are taken in the order of their first record's time.
-    Never raises for problems in the log: they are listed in the report."""
-    kr, own = _keyring(key_file, keyring)
-    rep = VerifyReport(keyed=kr is not None)
-    out = create_string_buffer(_lib.MAX_FRAME_LEN)
-    L = _lib.lib()
-    link = create_string_buffer(_lib.LINK_LEN)
-    # per stream: next expected seq, link of the last record, frame digests by seq
-    state: Dict[str, Dict[str, Any]] = {}
-    try:
-        loaded = _load_sources(sources)
-        walked = []
-        for name, data in loaded:
-            items = list(read_frames(name, data))
-            first = next((f.hdr.time_us for f in items if isinstance(f, _Frame)), 1 << 62)
-            walked.append((first, items))
-        walked.sort(key=lambda t: t[0])
-        for _, items in walked:
-            for fr in items:
-                if isinstance(fr, _Damage):
-                    if fr.torn:
-                        rep.problems.append(Problem(
-                            "torn-tail", "warning",
-                            f"incomplete record at end of file ({fr.length} bytes; possibly "
-                            "lost records)", fr.source, fr.offset))
-                    else:
-                        rep.problems.append(Problem(
-                            "damage", "error", f"{fr.length} bytes do not form a frame",
-                            fr.source, fr.offset))
-                    continue
-                rep.records += 1
-                h = fr.hdr
-                sid = bytes(h.stream_id).hex()
-                seq = int(h.seq)
-                st = state.get(sid)
-                sr = rep.streams.get(sid)
-                if sr is None:
-                    sr = rep.streams[sid] = StreamReport(sid)
-
-                def prob(kind: str, msg: str, sev: str = "error") -> None:
-                    rep.problems.append(Problem(kind, sev, msg, fr.source, fr.offset, sid, seq))
-
-                digest = hashlib.sha256(fr.data).digest()
-                check(L.phiaudit_frame_link(fr.data, len(fr.data), link))
-                if st is None:
-                    st = state[sid] = {"next": seq, "link": None, "seen": {}, "closed": False}
-                    sr.first_seq = seq
-                    if seq != 0:
-                        prob("missing-predecessor",
-                             f"stream starts at seq {seq}: earlier records not supplied",
-                             "warning")
-                if seq in st["seen"]:
-                    if st["seen"][seq] == digest:
-                        prob("duplicate", "identical copy of a record already seen", "warning")
-                    else:
-                        prob("conflict", "two different records with the same seq")
-                    continue
-                if seq > st["next"]:
-                    prob("gap", f"records {st['next']}..{seq - 1} are missing (deleted?)")
-                elif seq < st["next"]:
-                    prob("reorder", f"seq {seq} after seq {st['next'] - 1}")
-                prev = bytes(h.prev_link)
-                if seq == 0:
-                    if prev != bytes(_lib.LINK_LEN):
-                        prob("chain", "first record's prev link is not zero")
-                elif st["link"] is not None and seq == st["next"] and prev != st["link"]:
-                    prob("chain", "prev link does not match the previous record")
-                if h.type == _lib.RECORD_OPEN and seq != 0:
-                    prob("framing", "OPEN record not at seq 0")
-                if seq == 0 and h.type != _lib.RECORD_OPEN:
-                    prob("framing", "seq 0 is not an OPEN record")
-                if st["closed"]:
-                    prob("framing", "record after the stream's CLOSE record")
-                if h.type == _lib.RECORD_CLOSE:
-                    st["closed"] = True
-                    sr.closed = True
-                if h.type == _lib.RECORD_DATA:
-                    sr.data_records += 1
-                st["seen"][seq] = digest
-                st["next"] = max(st["next"], seq + 1)
-                st["link"] = link.raw
-                sr.records += 1
-                sr.last_seq = max(sr.last_seq, seq)
-                if kr is not None:
-                    rec = _meta(fr)
-                    _decrypt_into(kr._h, fr.data, rec, out)
-                    if rec.error == "PHIAUDIT_E_UNKNOWN_KEY":
-                        prob("unknown-key", "no key for this record's key ID (not checked)")
-                    elif rec.error:
-                        prob("auth", f"record does not authenticate ({rec.error})")
-                    else:
-                        sr.authenticated += 1
-        for sid, st in state.items():
-            if not st["closed"]:
-                rep.problems.append(Problem(
-                    "incomplete", "warning",
-                    "stream has no CLOSE record (crash, or still being written)",
-                    stream_id=sid))
-    finally:
-        if own and kr is not None:
-            kr.close()
-    rep._set_verdict()
-    return rep
-
-
-def _py_query(sources: Union[Source, Sequence[Source]], key_file: Any = None, *,
-          keyring: Optional[Keyring] = None, patient: Optional[str] = None,
-          clinician: Optional[str] = None, action: Optional[str] = None,
-          outcome: Optional[int] = None, event_type: Optional[str] = None,
-          since_us: Optional[int] = None, until_us: Optional[int] = None) -> List[Record]:
-    """Decrypted DATA records matching every given criterion.
-
-    When records carry blind-index tags, frames whose tag cannot match ``patient`` /
-    ``clinician`` are skipped without decryption; the payload always decides.
-    ``since_us``/``until_us`` bound the header time (µs since the epoch, inclusive/
-    exclusive).  Records that fail to authenticate raise (as ``decrypt(strict=True)``).
-    """
-    kr, own = _keyring(key_file, keyring)
-    if kr is None:
-        raise invalid("query needs key_file or keyring")
-    pb = cstr(patient, "patient", optional=True)
-    cb = cstr(clinician, "clinician", optional=True)
-    L = _lib.lib()
-    tags: Dict[Tuple[bytes, int], bytes] = {}
-
-    def tag(key_id: bytes, which: str, ident: bytes) -> bytes:
-        k = (key_id, ord(which))
-        if k not in tags:
-            t = create_string_buffer(_lib.BLIND_INDEX_LEN)
-            rc = L.phiaudit_blind_index(kr._h, key_id, ord(which), ident, t)
-            tags[k] = t.raw if rc == 0 else b""
-        return tags[k]
-
-    out = create_string_buffer(_lib.MAX_FRAME_LEN)
-    res: List[Record] = []
-    try:
-        for name, data in _load_sources(sources):
-            for fr in read_frames(name, data):
-                if isinstance(fr, _Damage) or fr.hdr.type != _lib.RECORD_DATA:
-                    continue
-                h = fr.hdr
-                if h.flags & _lib.HFLAG_BLIND_INDEX:
-                    kid = bytes(h.key_id)
-                    if pb is not None:
-                        t = tag(kid, "P", pb)
-                        if t and t != bytes(h.bi_patient):
-                            continue
-                    if cb is not None:
-                        t = tag(kid, "C", cb)
-                        if t and t != bytes(h.bi_clinician):
-                            continue
-                rec = _meta(fr)
-                _decrypt_into(kr._h, fr.data, rec, out)
-                if rec.error:
-                    raise error_for(_code_of(rec.error),
-                                    f"record seq {rec.seq} of stream {rec.stream_id}")
-                p = rec.payload
-                if not isinstance(p, dict):
-                    continue  # text payloads carry no structured fields
-                if patient is not None and p.get("patient") != patient:
-                    continue
-                if clinician is not None and p.get("clinician") != clinician:
-                    continue
-                if action is not None and p.get("action") != action:
-                    continue
-                if outcome is not None and p.get("outcome") != outcome:
-                    continue
-                if event_type is not None and p.get("type") != event_type:
-                    continue
-                if since_us is not None or until_us is not None:
-                    st = _iso_us(p.get("start", ""))
-                    if since_us is not None and st < since_us:
-                        continue
-                    if until_us is not None and st >= until_us:
-                        continue
-                res.append(rec)
-    finally:
-        if own:
-            kr.close()
-    return res
-
-
-def _iso_us(text: str) -> int:
-    """'YYYY-MM-DDTHH:MM:SS.ffffffZ' -> µs since the epoch."""
-    import datetime as _dt
-
-    t = _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.timezone.utc)
-    return (t - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)) // _dt.timedelta(microseconds=1)
-
-
-# ---- over the C reader (phiaudit_reader.h), when the library has it ------------------
-
-#: Use the library's reader when available (tests switch this off to exercise the
-#: pure-walker fallback, which is also used for mixed file/memory source lists).
-USE_C_READER = True
-
-
 class _CReader:
-    """One phiaudit_reader over file paths, or over one in-memory source."""
+    """One phiaudit_reader over file paths, or over one in-memory source.
 
-    def __init__(self, sources: Any, kr: Optional[Keyring]) -> None:
+    ``krh`` is a keyring handle (borrowed: it must outlive the reader), or None."""
+
+    def __init__(self, sources: Union[Source, Sequence[Source]], krh: Optional[c_void_p],
+                 memory_name: Optional[str] = None) -> None:
         from .logger import Logger
 
         L = _lib.lib()
         self._h = c_void_p()
         self._names: Dict[int, str] = {}
-        krh = kr._h if kr is not None else None
         if isinstance(sources, (str, bytes, bytearray, os.PathLike, Logger)):
             sources = [sources]
         sources = list(sources)
-        if len(sources) == 1 and isinstance(sources[0], (bytes, bytearray, Logger)):
+        in_memory = [s for s in sources if isinstance(s, (bytes, bytearray, Logger))]
+        if in_memory and len(sources) > 1:
+            raise invalid("an in-memory source (bytes or a Logger) must be passed alone, "
+                          "not in a list with other sources")
+        if in_memory:
             src = sources[0]
             if isinstance(src, Logger):
                 src.flush()
                 data, name = b"".join(src._memory_frames()), "<memory:0>"
             else:
                 data, name = bytes(src), "<bytes:0>"
+            if memory_name is not None:
+                name = memory_name
             self._buf = (c_char * max(1, len(data))).from_buffer_copy(data or b"\0")
             rc = L.phiaudit_reader_open_buffer(byref(self._h), self._buf, len(data),
                                                name.encode(), krh)
@@ -647,16 +270,39 @@ def _txt(b: Optional[bytes]) -> str:
     return b.decode("utf-8", "replace") if b else ""
 
 
-def _use_c(sources: Any) -> bool:
-    from .logger import Logger
+def _code_of(name: str) -> int:
+    for k, v in errors_mod._NAMES.items():
+        if v == name:
+            return k
+    return -14
 
-    if not (USE_C_READER and _lib.lib() and _lib.HAVE_READER):
-        return False
-    if isinstance(sources, (str, bytes, bytearray, os.PathLike, Logger)):
-        return True
-    srcs = list(sources)
-    mem = [s for s in srcs if isinstance(s, (bytes, bytearray, Logger))]
-    return not mem or len(srcs) == 1
+
+def _keyring(key_file: Any, keyring: Optional[Keyring]) -> Tuple[Optional[Keyring], bool]:
+    if keyring is not None:
+        return keyring, False
+    if key_file is None:
+        return None, False
+    return Keyring(key_file), True
+
+
+def _open_frames(kr: c_void_p, frames: Sequence[bytes]) -> List[Record]:
+    """Authenticate and decrypt a memory sink's frames (for ``Logger.records()``), in
+    order; raises on the first record that fails and on bytes that are not frames."""
+    rd = _CReader(b"".join(frames), kr, memory_name="<memory>")
+    recs = []
+    try:
+        for rec, _ in rd.records():
+            if rec.error:
+                raise error_for(_code_of(rec.error), "memory-sink record failed to open")
+            recs.append(rec)
+        for so in rd.sources():
+            if so.error:
+                raise error_for(so.error, "memory sink")
+            if so.damaged_bytes or so.torn_tail_bytes:
+                raise error_for(-14, "memory sink holds bytes that are not a frame")
+    finally:
+        rd.close()
+    return recs
 
 
 _STATUS_PROBLEMS = [
@@ -673,7 +319,7 @@ _STATUS_PROBLEMS = [
 
 def _c_verify(sources: Any, kr: Optional[Keyring]) -> VerifyReport:
     rep = VerifyReport(keyed=kr is not None)
-    rd = _CReader(sources, kr)
+    rd = _CReader(sources, kr._h if kr is not None else None)
     try:
         for rec, st in rd.records():
             rep.records += 1
@@ -728,7 +374,7 @@ def _c_verify(sources: Any, kr: Optional[Keyring]) -> VerifyReport:
 def _c_decrypt(sources: Any, kr: Keyring, strict: bool,
                include_stream_records: bool) -> List[Record]:
     out: List[Record] = []
-    rd = _CReader(sources, kr)
+    rd = _CReader(sources, kr._h)
     try:
         for rec, st in rd.records():
             if st & _lib.RS_DUPLICATE:
@@ -753,8 +399,6 @@ def _c_decrypt(sources: Any, kr: Keyring, strict: bool,
 def _c_query(sources: Any, kr: Keyring, patient: Optional[str], clinician: Optional[str],
              action: Optional[str], outcome: Optional[int], event_type: Optional[str],
              since_us: Optional[int], until_us: Optional[int]) -> List[Record]:
-    from ._util import action_code
-
     q = _lib.Query()
     _lib.lib().phiaudit_query_init(byref(q))
     q.patient_id = cstr(patient, "patient", optional=True)
@@ -766,7 +410,7 @@ def _c_query(sources: Any, kr: Keyring, patient: Optional[str], clinician: Optio
     if until_us is not None:
         q.until_us = until_us
     res: List[Record] = []
-    rd = _CReader(sources, kr)
+    rd = _CReader(sources, kr._h)
     try:
         try:
             rd.set_query(q)
@@ -790,8 +434,7 @@ def _c_query(sources: Any, kr: Keyring, patient: Optional[str], clinician: Optio
     return res
 
 
-from . import errors as errors_mod  # noqa: E402
-
+# ---- public reader functions ---------------------------------------------------------
 
 def decrypt(sources: Union[Source, Sequence[Source]], key_file: Any = None, *,
             keyring: Optional[Keyring] = None, strict: bool = True,
@@ -804,17 +447,14 @@ def decrypt(sources: Union[Source, Sequence[Source]], key_file: Any = None, *,
     ``strict=False`` such records are returned with ``payload=None`` and ``error`` set.
     Files are read in the order of their first record's time (rotated files in order).
     """
-    if _use_c(sources):
-        kr, own = _keyring(key_file, keyring)
-        if kr is None:
-            raise invalid("decrypt needs key_file or keyring")
-        try:
-            return _c_decrypt(sources, kr, strict, include_stream_records)
-        finally:
-            if own:
-                kr.close()
-    return _py_decrypt(sources, key_file, keyring=keyring, strict=strict,
-                       include_stream_records=include_stream_records)
+    kr, own = _keyring(key_file, keyring)
+    if kr is None:
+        raise invalid("decrypt needs key_file or keyring")
+    try:
+        return _c_decrypt(sources, kr, strict, include_stream_records)
+    finally:
+        if own:
+            kr.close()
 
 
 def verify(sources: Union[Source, Sequence[Source]], key_file: Any = None, *,
@@ -823,14 +463,12 @@ def verify(sources: Union[Source, Sequence[Source]], key_file: Any = None, *,
     with a key, every tag.  Files are taken in the order of their first record's time.
     Never raises for problems in the log: they are listed in the report, whose
     ``verdict`` is the library's ('intact', 'tampered', 'incomplete', 'error')."""
-    if _use_c(sources):
-        kr, own = _keyring(key_file, keyring)
-        try:
-            return _c_verify(sources, kr)
-        finally:
-            if own and kr is not None:
-                kr.close()
-    return _py_verify(sources, key_file, keyring=keyring)
+    kr, own = _keyring(key_file, keyring)
+    try:
+        return _c_verify(sources, kr)
+    finally:
+        if own and kr is not None:
+            kr.close()
 
 
 def query(sources: Union[Source, Sequence[Source]], key_file: Any = None, *,
@@ -845,16 +483,12 @@ def query(sources: Union[Source, Sequence[Source]], key_file: Any = None, *,
     cannot match; every record is still authenticated.  A record that fails to
     authenticate raises (as ``decrypt(strict=True)``).
     """
-    if _use_c(sources):
-        kr, own = _keyring(key_file, keyring)
-        if kr is None:
-            raise invalid("query needs key_file or keyring")
-        try:
-            return _c_query(sources, kr, patient, clinician, action, outcome, event_type,
-                            since_us, until_us)
-        finally:
-            if own:
-                kr.close()
-    return _py_query(sources, key_file, keyring=keyring, patient=patient,
-                     clinician=clinician, action=action, outcome=outcome,
-                     event_type=event_type, since_us=since_us, until_us=until_us)
+    kr, own = _keyring(key_file, keyring)
+    if kr is None:
+        raise invalid("query needs key_file or keyring")
+    try:
+        return _c_query(sources, kr, patient, clinician, action, outcome, event_type,
+                        since_us, until_us)
+    finally:
+        if own:
+            kr.close()

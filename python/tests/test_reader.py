@@ -6,20 +6,7 @@ import glob
 import pytest
 
 import phiaudit
-from phiaudit import _lib, errors, reader
-
-
-@pytest.fixture(autouse=True, params=["c-reader", "py-walker"])
-def reader_impl(request, monkeypatch):
-    """Run every test over the library's reader and over the binding's own frame walker."""
-    if request.param == "c-reader":
-        _lib.lib()
-        if not _lib.HAVE_READER:
-            pytest.skip("library has no phiaudit_reader API")
-        monkeypatch.setattr(reader, "USE_C_READER", True)
-    else:
-        monkeypatch.setattr(reader, "USE_C_READER", False)
-    return request.param
+from phiaudit import errors
 
 
 @pytest.fixture
@@ -66,6 +53,40 @@ def test_decrypt_memory_logger_and_bytes(key_file):
     recs2 = phiaudit.decrypt(raw, key_file)
     assert [r.payload for r in recs2] == [r.payload for r in recs]
     assert phiaudit.verify(raw, key_file).errors == []
+
+
+def test_in_memory_source_must_be_alone(written, key_file):
+    """The library's reader reads one buffer per reader: bytes or a Logger cannot be mixed
+    with other sources in a list (an argument error, before anything is read)."""
+    raw = open(written, "rb").read()
+    for bad in ([raw, raw], [written, raw], [raw, written]):
+        with pytest.raises(errors.InvalidArgumentError):
+            phiaudit.verify(bad, key_file)
+        with pytest.raises(errors.InvalidArgumentError):
+            phiaudit.decrypt(bad, key_file)
+        with pytest.raises(errors.InvalidArgumentError):
+            phiaudit.query(bad, key_file, patient="p-0")
+    assert len(phiaudit.decrypt([raw], key_file)) == 32  # alone in a list is fine
+
+
+def test_memory_logger_records_detect_modified_frame(key_file):
+    """Logger.records() authenticates every memory-sink frame through the library's reader."""
+    from phiaudit import reader
+
+    with phiaudit.Logger(key_file=key_file, memory_sink=True) as lg:
+        with lg.scope("dr-1", "p-1"):
+            pass
+        assert [r["patient"] for r in lg.records()] == ["p-1"]  # records() flushes
+        frames = lg._memory_frames()
+        forged = bytearray(frames[1])
+        forged[120] ^= 0x01  # inside the ciphertext
+        with phiaudit.Keyring(key_file) as kr:
+            recs = reader._open_frames(kr._h, frames)
+            assert [r.kind for r in recs] == ["open", "data"]
+            with pytest.raises(errors.AuthenticationError):
+                reader._open_frames(kr._h, [frames[0], bytes(forged)])
+            with pytest.raises(errors.FormatError):
+                reader._open_frames(kr._h, [frames[0], frames[1][:-5]])
 
 
 def test_verify_intact(written, key_file):
