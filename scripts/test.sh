@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Quick start, step 2: the whole test suite — a normal build, then an ASan+UBSan build —
-# followed by a scan of everything the tests logged for the canary patient ID.
+# Quick start, step 2: the whole test suite — a normal build (warnings are errors), an
+# ASan+UBSan build, a ThreadSanitizer build and a bounded libFuzzer run — followed by a
+# scan of every test log for the canary patient ID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
