@@ -147,6 +147,17 @@ PHIAUDIT_INTERNAL int phiaudit_seal(phiaudit_sealer *s, const phiaudit_seal_para
                                     const uint8_t *pt, size_t n, phiaudit_buf *out,
                                     uint8_t link_out[32], char *msg, size_t msg_cap);
 
+/* Chain link of a whole frame: SHA-256(header ‖ tag) (docs/FORMAT.md §5). 0 or
+ * PHIAUDIT_E_CRYPTO. The writer and every reader use this one function. */
+PHIAUDIT_INTERNAL int phiaudit_chain_link(const uint8_t *frame, size_t frame_len,
+                                          uint8_t link[32]);
+
+/* phiaudit_frame_open for a frame the caller has already parsed completely (hdr from
+ * phiaudit_frame_parse returning 0): the reader's path, without a second parse. */
+PHIAUDIT_INTERNAL int phiaudit_frame_open_parsed(phiaudit_keyring *kr, const uint8_t *frame,
+                                                 const phiaudit_header *hdr, uint8_t *out,
+                                                 size_t cap, size_t *out_len);
+
 /* Big-endian helpers. */
 static inline void phiaudit_put_u32(uint8_t *p, uint32_t v)
 {

@@ -467,8 +467,6 @@ struct phiaudit_reader {
 
     uint8_t *pt;   /* plaintext of the last record */
     size_t pt_len;
-    EVP_MD *sha256;
-    EVP_MD_CTX *md;
 
     int has_query;
     phiaudit_query q;
@@ -506,12 +504,6 @@ static int rd_alloc(phiaudit_reader **out, phiaudit_keyring *kr)
     if (!r->pt || !r->scratch || !r->tab) {
         phiaudit_reader_free(&r);
         return PHIAUDIT_E_NOMEM;
-    }
-    r->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-    r->md = EVP_MD_CTX_new();
-    if (!r->sha256 || !r->md) {
-        phiaudit_reader_free(&r);
-        return phiaudit_crypto_error(NULL, 0, "SHA-256 setup");
     }
     *out = r;
     return 0;
@@ -552,8 +544,6 @@ void phiaudit_reader_free(phiaudit_reader **rp)
         phiaudit_wipe(r->q_clinician, r->q_clinician_len);
         phiaudit_free(r->q_clinician);
     }
-    EVP_MD_CTX_free(r->md);
-    EVP_MD_free(r->sha256);
     phiaudit_free(r);
     *rp = NULL;
 }
@@ -1022,17 +1012,6 @@ static int gap_fill(rd_stream *s, uint64_t seq, const uint8_t prev[32], const ui
 
 /* ---- Per-frame checks --------------------------------------------------------------------- */
 
-static int frame_link(phiaudit_reader *r, const uint8_t *f, size_t len, uint8_t link[32])
-{
-    unsigned int n = 0;
-    if (EVP_DigestInit_ex2(r->md, r->sha256, NULL) != 1 ||
-        EVP_DigestUpdate(r->md, f, PHIAUDIT_HEADER_LEN) != 1 ||
-        EVP_DigestUpdate(r->md, f + len - PHIAUDIT_TAG_LEN, PHIAUDIT_TAG_LEN) != 1 ||
-        EVP_DigestFinal_ex(r->md, link, &n) != 1)
-        return phiaudit_crypto_error(NULL, 0, "SHA-256");
-    return 0;
-}
-
 /* Sequence, chain and stream-structure checks. Returns 0 or a fatal error. */
 static int check_sequence(phiaudit_reader *r, const phiaudit_header *h, const uint8_t link[32],
                           uint32_t *status, rd_stream **sp)
@@ -1478,7 +1457,7 @@ static int process_frame(phiaudit_reader *r, const uint8_t *f, const phiaudit_he
     r->total_frames++;
 
     uint8_t link[32];
-    int rc = frame_link(r, f, h->frame_len, link);
+    int rc = phiaudit_chain_link(f, h->frame_len, link);
     if (rc)
         return rd_fail(r, rc, "chain link");
     rd_stream *s = NULL;
@@ -1490,7 +1469,7 @@ static int process_frame(phiaudit_reader *r, const uint8_t *f, const phiaudit_he
     if (r->kr) {
         size_t n = 0;
         size_t cap = h->frame_len - PHIAUDIT_MIN_FRAME_LEN;
-        rc = phiaudit_frame_open(r->kr, f, h->frame_len, r->pt, cap, &n);
+        rc = phiaudit_frame_open_parsed(r->kr, f, h, r->pt, cap, &n);
         if (rc == 0) {
             st |= PHIAUDIT_RS_AUTHENTICATED;
             s->authenticated++;

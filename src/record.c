@@ -92,8 +92,6 @@ static void make_iv(uint8_t iv[12], uint64_t seq)
 struct phiaudit_sealer {
     EVP_CIPHER *cipher;
     EVP_CIPHER_CTX *ctx;
-    EVP_MD *sha256;
-    EVP_MD_CTX *md;
     uint8_t key_id[16];
     uint8_t stream_id[16];
 };
@@ -106,9 +104,7 @@ int phiaudit_sealer_new(phiaudit_sealer **out)
         return PHIAUDIT_E_NOMEM;
     s->cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
     s->ctx = EVP_CIPHER_CTX_new();
-    s->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-    s->md = EVP_MD_CTX_new();
-    if (!s->cipher || !s->ctx || !s->sha256 || !s->md) {
+    if (!s->cipher || !s->ctx) {
         phiaudit_sealer_free(&s);
         return phiaudit_crypto_error(NULL, 0, "cipher setup");
     }
@@ -123,8 +119,6 @@ void phiaudit_sealer_free(phiaudit_sealer **sp)
         return;
     EVP_CIPHER_CTX_free(s->ctx); /* also cleanses the expanded key */
     EVP_CIPHER_free(s->cipher);
-    EVP_MD_CTX_free(s->md);
-    EVP_MD_free(s->sha256);
     phiaudit_free(s);
     *sp = NULL;
 }
@@ -144,16 +138,13 @@ int phiaudit_sealer_start(phiaudit_sealer *s, const uint8_t master[32], const ui
     return rc;
 }
 
-static int link_of(EVP_MD_CTX *md, const EVP_MD *sha256, const uint8_t *frame, size_t frame_len,
-                   uint8_t link[32])
+int phiaudit_chain_link(const uint8_t *frame, size_t frame_len, uint8_t link[32])
 {
 #if OPENSSL_VERSION_MAJOR < 4
-    /* The link is computed for every record under the logger's lock. For these 128 bytes
-     * the EVP digest path costs three times the hashing itself (provider dispatch), so
-     * the hot path uses the direct SHA-256 functions, deprecated in OpenSSL 3 but present;
-     * the EVP path below is kept for OpenSSL versions that drop them. */
-    (void)md;
-    (void)sha256;
+    /* Computed for every record, by the writer under the logger's lock and by every
+     * verifier. For these 128 bytes the EVP digest path costs three times the hashing
+     * itself (provider dispatch), so this uses the direct SHA-256 functions, deprecated in
+     * OpenSSL 3 but present; the EVP path below is for versions that drop them. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
     SHA256_CTX c;
@@ -161,15 +152,16 @@ static int link_of(EVP_MD_CTX *md, const EVP_MD *sha256, const uint8_t *frame, s
              SHA256_Update(&c, frame + frame_len - PHIAUDIT_TAG_LEN, PHIAUDIT_TAG_LEN) &&
              SHA256_Final(link, &c);
 #pragma GCC diagnostic pop
-    return ok ? 0 : PHIAUDIT_E_CRYPTO;
+    return ok ? 0 : phiaudit_crypto_error(NULL, 0, "SHA-256");
 #else
     unsigned int n = 0;
-    if (EVP_DigestInit_ex2(md, sha256, NULL) != 1 ||
-        EVP_DigestUpdate(md, frame, PHIAUDIT_HEADER_LEN) != 1 ||
-        EVP_DigestUpdate(md, frame + frame_len - PHIAUDIT_TAG_LEN, PHIAUDIT_TAG_LEN) != 1 ||
-        EVP_DigestFinal_ex(md, link, &n) != 1)
-        return PHIAUDIT_E_CRYPTO;
-    return 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md && EVP_DigestInit_ex2(md, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(md, frame, PHIAUDIT_HEADER_LEN) == 1 &&
+             EVP_DigestUpdate(md, frame + frame_len - PHIAUDIT_TAG_LEN, PHIAUDIT_TAG_LEN) == 1 &&
+             EVP_DigestFinal_ex(md, link, &n) == 1;
+    EVP_MD_CTX_free(md);
+    return ok ? 0 : phiaudit_crypto_error(NULL, 0, "SHA-256");
 #endif
 }
 
@@ -224,7 +216,7 @@ int phiaudit_seal(phiaudit_sealer *s, const phiaudit_seal_params *p, const uint8
         EVP_EncryptFinal_ex(s->ctx, ct + len, &fin) != 1 ||
         EVP_CIPHER_CTX_get_params(s->ctx, tag_param) != 1)
         return phiaudit_crypto_error(msg, msg_cap, "AES-256-GCM seal");
-    if (link_of(s->md, s->sha256, h, total, link_out) != 0)
+    if (phiaudit_chain_link(h, total, link_out) != 0)
         return phiaudit_crypto_error(msg, msg_cap, "SHA-256 link");
     out->len += total;
     return 0;
@@ -279,12 +271,7 @@ int phiaudit_frame_link(const uint8_t *frame, size_t frame_len, uint8_t link[32]
 {
     if (!frame || !link || frame_len < PHIAUDIT_MIN_FRAME_LEN)
         return PHIAUDIT_E_INVALID;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int rc = md ? link_of(md, EVP_sha256(), frame, frame_len, link) : PHIAUDIT_E_CRYPTO;
-    EVP_MD_CTX_free(md);
-    if (rc)
-        phiaudit_crypto_error(NULL, 0, "SHA-256");
-    return rc;
+    return phiaudit_chain_link(frame, frame_len, link);
 }
 
 /* ---- Keyring and opening ------------------------------------------------------------------- */
@@ -449,8 +436,15 @@ int phiaudit_frame_open(phiaudit_keyring *kr, const uint8_t *frame, size_t frame
         memset(out, 0, cap);
     phiaudit_header h;
     int rc = phiaudit_frame_parse(frame, frame_len, &h);
-    if (rc)
-        return rc;
+    return rc ? rc : phiaudit_frame_open_parsed(kr, frame, &h, out, cap, out_len);
+}
+
+int phiaudit_frame_open_parsed(phiaudit_keyring *kr, const uint8_t *frame,
+                               const phiaudit_header *hp, uint8_t *out, size_t cap,
+                               size_t *out_len)
+{
+    const phiaudit_header h = *hp;
+    int rc = 0;
     size_t n = h.frame_len - PHIAUDIT_MIN_FRAME_LEN;
     *out_len = n;
     if (cap < n)
