@@ -509,6 +509,8 @@ static int rd_alloc(phiaudit_reader **out, phiaudit_keyring *kr)
     return 0;
 }
 
+static void clear_query(phiaudit_reader *r);
+
 void phiaudit_reader_free(phiaudit_reader **rp)
 {
     phiaudit_reader *r = rp ? *rp : NULL;
@@ -536,14 +538,7 @@ void phiaudit_reader_free(phiaudit_reader **rp)
         phiaudit_wipe(r->scratch, PHIAUDIT_MAX_FRAME_LEN);
         phiaudit_free(r->scratch);
     }
-    if (r->q_patient) {
-        phiaudit_wipe(r->q_patient, r->q_patient_len);
-        phiaudit_free(r->q_patient);
-    }
-    if (r->q_clinician) {
-        phiaudit_wipe(r->q_clinician, r->q_clinician_len);
-        phiaudit_free(r->q_clinician);
-    }
+    clear_query(r);
     phiaudit_free(r);
     *rp = NULL;
 }
