@@ -312,8 +312,9 @@ PHIAUDIT_API int phiaudit_scope_set_outcome(phiaudit_scope *scope, int outcome);
  * freed and set to NULL whatever the result.
  * @param outcome PHIAUDIT_OUTCOME_* (0, 4, 8, 12).
  * @return 0; PHIAUDIT_E_INVALID (NULL, bad outcome: the scope is then recorded with outcome
- *         8 and the error returned); PHIAUDIT_E_CLOSED (logger closed; the scope was
- *         recorded as abandoned at close); PHIAUDIT_E_SINK_DOWN (a sink was already
+ *         8 and the error returned); PHIAUDIT_E_CLOSED (logger closed: the scope was
+ *         recorded as abandoned at close; or, in a forked child, the scope was begun by a
+ *         parent thread other than the one that forked, and is not the child's to record); PHIAUDIT_E_SINK_DOWN (a sink was already
  *         failing: fail-closed, the record was NOT sealed or queued); PHIAUDIT_E_SINK (SYNC
  *         mode only: the record is queued but could not be made durable yet; it stays
  *         queued and is retried — do not log it again); PHIAUDIT_E_QUEUE_FULL (not

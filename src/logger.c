@@ -1269,7 +1269,12 @@ int phiaudit_scope_end(phiaudit_scope **sp, int outcome)
     if (!s)
         return PHIAUDIT_E_INVALID;
     *sp = NULL;
-    if (s->detached) { /* the logger closed and already recorded it as abandoned */
+    /* A detached scope is not this logger's to record any more: the logger closed (and
+     * recorded it as abandoned), or this is a forked child and the scope belongs to a
+     * parent thread that does not exist here. */
+    if (!s->detached)
+        check_fork(s->lg); /* a child's first call: before taking any inherited lock */
+    if (s->detached) {
         scope_free(s);
         return PHIAUDIT_E_CLOSED;
     }
