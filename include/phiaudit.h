@@ -67,7 +67,8 @@ PHIAUDIT_API const char *phiaudit_version(void);
 #define PHIAUDIT_E_UNSUPPORTED (-18) /**< feature not compiled in */
 #define PHIAUDIT_E_QUEUE_FULL (-19) /**< queue limit reached and did not drain in time */
 #define PHIAUDIT_E_UNKNOWN_KEY (-20) /**< no key with this key ID in the keyring */
-#define PHIAUDIT_E_STATE (-21)      /**< call not valid in the object's current state */
+#define PHIAUDIT_E_STATE (-21)      /**< call not valid in the object's current state (e.g.
+                                         from a pthread_atfork prepare/parent handler) */
 #define PHIAUDIT_E_NOT_FOUND (-22)  /**< no such file, record or entry */
 #define PHIAUDIT_E_SINK_DOWN (-23)  /**< a sink is failing: this record was NOT sealed or
                                          queued (fail-closed); log it again later or deny
@@ -237,8 +238,11 @@ PHIAUDIT_API PHIAUDIT_WUR int phiaudit_logger_open(phiaudit_logger **out,
  * and sync all sinks, close URI sinks, stop the flusher and wipe keys. *logger becomes NULL.
  * Accepts NULL. Scopes still open must still be ended (that frees them; it returns
  * PHIAUDIT_E_CLOSED).
- * @return 0, or PHIAUDIT_E_SINK if some records could not be delivered (their count goes to
- *         the diagnostic callback); the logger is freed either way.
+ * @return 0; PHIAUDIT_E_SINK if some records could not be delivered (their count goes to
+ *         the diagnostic callback); PHIAUDIT_E_CRYPTO/_NOMEM/_IO/_SINK_DOWN if the close
+ *         record could not be sealed (the stream then reads as incomplete); the logger is
+ *         freed either way — except PHIAUDIT_E_STATE (called from an atfork handler), which
+ *         changes nothing.
  * Not thread-safe: no other call on this logger may run concurrently or follow.
  */
 PHIAUDIT_API int phiaudit_logger_close(phiaudit_logger **logger);

@@ -11,7 +11,9 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -93,11 +95,20 @@ struct phiaudit_logger {
     uint64_t next_seq;
     uint64_t stream_data_records;
     pid_t pid;
-    /* A page with MADV_WIPEONFORK holding 1 while this process owns the stream: it reads 0
-     * in any child that got a copy of our memory (fork(), or a raw clone() that skipped the
+    /* Fork state in a page mapped with MADV_WIPEONFORK: it reads all zero in any child
+     * that got a copy of our memory (fork(), or a raw clone() that skipped the
      * pthread_atfork handlers), for the price of a load instead of a getpid() syscall
-     * before every record. NULL where the kernel lacks MADV_WIPEONFORK: then getpid(). */
-    volatile uint8_t *fork_guard;
+     * before every record. NULL where the kernel lacks MADV_WIPEONFORK: then the pid
+     * fields below play its part. */
+    struct fork_guard {
+        _Atomic uint8_t reinit;       /* 0: fresh child; 1: re-init running; 2: done */
+        _Atomic uint8_t stream_owned; /* 1: this process started the current stream */
+    } *fork_guard;
+    _Atomic pid_t claim_pid;   /* without the guard page: process that claimed re-init */
+    _Atomic pid_t reinit_pid;  /* ... process whose re-init is done */
+    _Atomic pid_t stream_pid;  /* ... process that started the current stream */
+    uint8_t parent_stream[16]; /* in a child: where the parent's stream stood at fork */
+    uint64_t parent_next_seq;
     int need_new_stream;
     int sinks_need_fork_reset; /* after_fork_child still to be called on the sinks */
     int abort_delivery;        /* open failed: the flusher stops without retrying */
@@ -126,11 +137,24 @@ struct phiaudit_logger {
 /* ---- Fork registry ---------------------------------------------------------------------- */
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+/* Set on the thread running fork() from our prepare handler until our parent handler: the
+ * logger's locks are held then, so a call from another application atfork handler in the
+ * parent would deadlock and is refused (PHIAUDIT_E_STATE). In the child (another pid) the
+ * call is fine: it re-initialises the logger first. */
+static _Thread_local int in_fork_prepare;
+static _Thread_local pid_t in_fork_prepare_pid;
+
+static int refuse_during_fork(void)
+{
+    return in_fork_prepare && in_fork_prepare_pid == getpid();
+}
 static phiaudit_logger *reg_head;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void atfork_prepare(void)
 {
+    in_fork_prepare = 1;
+    in_fork_prepare_pid = getpid();
     pthread_mutex_lock(&reg_mu);
     for (phiaudit_logger *lg = reg_head; lg; lg = lg->reg_next) {
         pthread_mutex_lock(&lg->scopes_mu);
@@ -140,6 +164,7 @@ static void atfork_prepare(void)
 
 static void atfork_parent(void)
 {
+    in_fork_prepare = 0;
     for (phiaudit_logger *lg = reg_head; lg; lg = lg->reg_next) {
         pthread_mutex_unlock(&lg->mu);
         pthread_mutex_unlock(&lg->scopes_mu);
@@ -197,9 +222,12 @@ static void reinit_sync(phiaudit_logger *lg)
  *   hence new key and nonce space), after the sinks dropped what they share with the parent. */
 static void child_reinit(phiaudit_logger *lg)
 {
-    if (lg->fork_guard)
-        *lg->fork_guard = 1;
     lg->pid = getpid();
+    memcpy(lg->parent_stream, lg->stream_id, 16);
+    lg->parent_next_seq = lg->next_seq;
+    lg->records_sealed = lg->records_written = lg->sink_errors = 0;
+    lg->fail_rc = 0;
+    lg->abandoned = 0;
     reinit_sync(lg);
     queue_reset(&lg->queue);
     queue_reset(&lg->inflight);
@@ -220,24 +248,67 @@ static void child_reinit(phiaudit_logger *lg)
     }
 }
 
-static int forked(const phiaudit_logger *lg)
+/* Has this process copied the logger from a parent without re-initialising it yet? */
+static int forked(phiaudit_logger *lg)
 {
-    return lg->fork_guard ? *lg->fork_guard == 0 : getpid() != lg->pid;
+    if (lg->fork_guard)
+        return atomic_load_explicit(&lg->fork_guard->reinit, memory_order_acquire) != 2;
+    return atomic_load_explicit(&lg->reinit_pid, memory_order_acquire) != getpid();
 }
 
-/* At every public entry, before taking a lock: catches children whose fork skipped the
- * pthread_atfork handlers (raw clone()); a load, not a syscall, where MADV_WIPEONFORK
- * exists. */
+/* Did this process start the stream the logger holds? (Not so in a child, until it starts
+ * its own: sealing on the parent's stream would reuse its key and nonces.) */
+static int stream_owned(phiaudit_logger *lg)
+{
+    if (lg->fork_guard)
+        return atomic_load_explicit(&lg->fork_guard->stream_owned, memory_order_relaxed) == 1;
+    return atomic_load_explicit(&lg->stream_pid, memory_order_relaxed) == getpid();
+}
+
+static void mark_stream_owned(phiaudit_logger *lg)
+{
+    if (lg->fork_guard)
+        atomic_store_explicit(&lg->fork_guard->stream_owned, 1, memory_order_relaxed);
+    else
+        atomic_store_explicit(&lg->stream_pid, getpid(), memory_order_relaxed);
+}
+
+/* At every public entry, before taking a lock: the first caller in a child (even one whose
+ * fork skipped the pthread_atfork handlers, such as a raw clone()) runs child_reinit();
+ * callers on other threads of the child wait until it is done. A load, not a syscall,
+ * where MADV_WIPEONFORK exists. */
 static void check_fork(phiaudit_logger *lg)
 {
-    if (forked(lg))
+    if (!forked(lg))
+        return;
+    int claimed;
+    pid_t me = getpid();
+    if (lg->fork_guard) {
+        uint8_t fresh = 0;
+        claimed = atomic_compare_exchange_strong(&lg->fork_guard->reinit, &fresh, 1);
+    } else {
+        pid_t seen = atomic_load(&lg->claim_pid);
+        claimed = seen != me && atomic_compare_exchange_strong(&lg->claim_pid, &seen, me);
+    }
+    if (claimed) {
         child_reinit(lg);
+        if (lg->fork_guard)
+            atomic_store_explicit(&lg->fork_guard->reinit, 2, memory_order_release);
+        else
+            atomic_store_explicit(&lg->reinit_pid, me, memory_order_release);
+        return;
+    }
+    while (forked(lg))
+        sched_yield();
 }
 
 static void atfork_child(void)
 {
+    in_fork_prepare = 0;
+    /* check_fork, not child_reinit: an application child handler that ran before this one
+     * may already have used (and so re-initialised) the logger. */
     for (phiaudit_logger *lg = reg_head; lg; lg = lg->reg_next)
-        child_reinit(lg);
+        check_fork(lg);
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     reg_mu = fresh;
 }
@@ -438,10 +509,7 @@ static int json_open_record(phiaudit_logger *lg, phiaudit_buf *b, const char *re
  * safe. Used at open and in a forked child before its first record. */
 static int start_stream_locked(phiaudit_logger *lg, const char *reason)
 {
-    uint8_t old_stream[16];
-    uint64_t old_seq = lg->next_seq;
-    int forked = lg->streams_started > 0;
-    memcpy(old_stream, lg->stream_id, 16);
+    int after_fork = strcmp(reason, "fork") == 0;
 
     uint8_t sid[16];
     int rc = phiaudit_random(sid, sizeof sid);
@@ -458,11 +526,11 @@ static int start_stream_locked(phiaudit_logger *lg, const char *reason)
     lg->stream_data_records = 0;
     lg->need_new_stream = 0;
     lg->streams_started++;
-    if (lg->fork_guard)
-        *lg->fork_guard = 1;
+    mark_stream_owned(lg);
 
     phiaudit_buf b = {0};
-    rc = json_open_record(lg, &b, reason, forked ? old_stream : NULL, old_seq);
+    rc = json_open_record(lg, &b, reason, after_fork ? lg->parent_stream : NULL,
+                          lg->parent_next_seq);
     if (!rc)
         rc = seal_locked(lg, PHIAUDIT_RECORD_OPEN, b.data, b.len, SIZE_MAX, NULL, NULL,
                          phiaudit_now_wall_us());
@@ -478,6 +546,8 @@ static int check_stream_locked(phiaudit_logger *lg)
 {
     if (forked(lg)) /* an entry point missed check_fork(): never seal on a stale stream */
         return PHIAUDIT_E_STATE;
+    if (!stream_owned(lg))
+        lg->need_new_stream = 1; /* belt and braces: whatever happened, not the parent's */
     if (!lg->need_new_stream)
         return 0;
     if (lg->sinks_need_fork_reset) {
@@ -487,7 +557,7 @@ static int check_stream_locked(phiaudit_logger *lg)
             int rc = ops->after_fork_child ? ops->after_fork_child(lg->sinks[i]->state) : 0;
             if (rc) {
                 set_errmsg(lg, "sink failed to reinitialise after fork");
-                return rc;
+                return PHIAUDIT_E_SINK_DOWN; /* nothing sealed; retried on the next call */
             }
         }
         lg->sinks_need_fork_reset = 0;
@@ -765,7 +835,7 @@ static struct secrets *map_secrets(void)
     return p;
 }
 
-static volatile uint8_t *map_fork_guard(void)
+static struct fork_guard *map_fork_guard(void)
 {
 #ifdef MADV_WIPEONFORK
     long page = sysconf(_SC_PAGESIZE);
@@ -892,6 +962,10 @@ int phiaudit_logger_open(phiaudit_logger **out, const phiaudit_config *cfg)
     lg->diag_ctx = cfg->diag_ctx;
     lg->pid = getpid();
     lg->fork_guard = map_fork_guard();
+    if (lg->fork_guard)
+        atomic_store(&lg->fork_guard->reinit, 2);
+    atomic_store(&lg->claim_pid, lg->pid);
+    atomic_store(&lg->reinit_pid, lg->pid);
     lg->secrets = map_secrets();
     lg->app = phiaudit_strdup(cfg->app_name);
     lg->host = phiaudit_strdup(host);
@@ -1016,6 +1090,8 @@ int phiaudit_logger_close(phiaudit_logger **lgp)
     phiaudit_logger *lg = lgp ? *lgp : NULL;
     if (!lg)
         return 0;
+    if (refuse_during_fork())
+        return PHIAUDIT_E_STATE;
     *lgp = NULL;
     check_fork(lg);
 
@@ -1101,6 +1177,8 @@ int phiaudit_logger_flush(phiaudit_logger *lg)
 {
     if (!lg)
         return PHIAUDIT_E_INVALID;
+    if (refuse_during_fork())
+        return PHIAUDIT_E_STATE;
     check_fork(lg);
     pthread_mutex_lock(&lg->mu);
     int rc = lg->failing ? PHIAUDIT_E_SINK : 0;
@@ -1114,6 +1192,8 @@ int phiaudit_logger_stats(phiaudit_logger *lg, phiaudit_stats *st)
 {
     if (!lg || !st || st->version != PHIAUDIT_STATS_VERSION)
         return PHIAUDIT_E_INVALID;
+    if (refuse_during_fork())
+        return PHIAUDIT_E_STATE;
     check_fork(lg);
     pthread_mutex_lock(&lg->mu);
     st->sink_failing = (uint32_t)lg->failing;
@@ -1140,6 +1220,8 @@ static int valid_outcome(int o)
 
 static int format_and_submit(phiaudit_logger *lg, phiaudit_payload_fields *f, int at_close)
 {
+    if (refuse_during_fork())
+        return PHIAUDIT_E_STATE;
     check_fork(lg); /* before reading lg->pid into the payload */
     f->app = lg->app;
     f->app_len = lg->app_len;
@@ -1216,6 +1298,10 @@ int phiaudit_scope_begin(phiaudit_scope **out, phiaudit_logger *lg, const char *
     s->start_wall_us = phiaudit_now_wall_us();
     s->start_mono_ns = phiaudit_now_mono_ns();
 
+    if (refuse_during_fork()) {
+        scope_free(s);
+        return PHIAUDIT_E_STATE;
+    }
     check_fork(lg);
     pthread_mutex_lock(&lg->scopes_mu);
     s->next = lg->scopes;
@@ -1272,6 +1358,10 @@ int phiaudit_scope_end(phiaudit_scope **sp, int outcome)
     /* A detached scope is not this logger's to record any more: the logger closed (and
      * recorded it as abandoned), or this is a forked child and the scope belongs to a
      * parent thread that does not exist here. */
+    if (refuse_during_fork()) {
+        scope_free(s);
+        return PHIAUDIT_E_STATE;
+    }
     if (!s->detached)
         check_fork(s->lg); /* a child's first call: before taking any inherited lock */
     if (s->detached) {

@@ -40,6 +40,8 @@
 typedef struct fs_state {
     char *path;
     int fd;                 /* O_WRONLY|O_APPEND on PATH (or on what PATH was); -1 if none */
+    dev_t fd_dev;           /* the file fd was opened on: after fork() the child checks */
+    ino_t fd_ino;           /* the number still names it before closing it */
     uint64_t max_bytes;     /* 0 = never rotate by size */
     _Atomic uint64_t torn_bytes; /* read by phiaudit_sink_file_torn_bytes from any thread */
     /* What we know is whole frames: [0, known_end) of inode (known_dev, known_ino). */
@@ -145,6 +147,19 @@ static int fs_sync_dir(const char *path)
 /* Replace s->fd (which we may hold locked) by new_fd. Data we wrote through the old
  * descriptor is made durable first: once the descriptor is gone a later sync() could not
  * cover it. A failure there is remembered (sticky) rather than silently forgotten. */
+/* Remember which file a descriptor we hold refers to. */
+static void fs_note_fd(fs_state *s)
+{
+    struct stat st;
+    if (s->fd >= 0 && fstat(s->fd, &st) == 0) {
+        s->fd_dev = st.st_dev;
+        s->fd_ino = st.st_ino;
+    } else {
+        s->fd_dev = 0;
+        s->fd_ino = 0;
+    }
+}
+
 static void fs_switch_fd(fs_state *s, int new_fd)
 {
     if (s->fd >= 0) {
@@ -156,6 +171,7 @@ static void fs_switch_fd(fs_state *s, int new_fd)
     }
     s->dirty = 0;
     s->fd = new_fd;
+    fs_note_fd(s);
     s->dir_dirty = 1; /* a fresh open may have created PATH */
 }
 
@@ -399,6 +415,7 @@ static int fs_acquire(fs_state *s, uint64_t *size_out)
                 return rc;
             }
             s->fd = nfd;
+            fs_note_fd(s);
             s->dirty = 0;
             s->dir_dirty = 1;
         }
@@ -581,8 +598,13 @@ static int fs_after_fork_child(void *state)
     }
     /* The inherited descriptor shares its open file description (and so any flock) with the
      * parent: close it without unlocking (LOCK_UN would release the parent's lock) and without
-     * syncing (the parent owns what it wrote). */
-    fs_close_fd(s->fd);
+     * syncing (the parent owns what it wrote). This may run lazily, at the child's first
+     * record: if the child has meanwhile closed that number and reused it for a file of its
+     * own, leave the number alone. */
+    struct stat st;
+    if (s->fd >= 0 && fstat(s->fd, &st) == 0 && st.st_dev == s->fd_dev &&
+        st.st_ino == s->fd_ino)
+        fs_close_fd(s->fd);
     s->fd = -1;
     s->dirty = 0;
     s->sync_failed = 0;
@@ -593,6 +615,7 @@ static int fs_after_fork_child(void *state)
         return rc; /* fd stays -1; the next write retries the open */
     }
     s->fd = nfd;
+    fs_note_fd(s);
     return 0;
 }
 
