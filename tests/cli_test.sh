@@ -397,6 +397,20 @@ expect_rc "SIGTERM while reading stdin" 143
 expect_err "...is reported" "interrupted by signal"
 expect_frames "...and the stream is closed cleanly" "$T/sig.log" 3
 
+# ---- --blind-index: query finds the records through the header tags ------------------------
+
+printf '{"clinician":"dr-bi","patient":"%s","action":"R","outcome":0}\n{"clinician":"dr-bi","patient":"other-bi","action":"U","outcome":0}\n' "$CANARY" >"$T/bi.in"
+STDIN=$T/bi.in run bi-log log -q --blind-index --key "$KEY" --sink "file:$T/bi.log"
+expect_rc "log --blind-index" 0
+run bi-query query --key "$KEY" --patient other-bi "$T/bi.log"
+expect_rc "query over blind-indexed records" 0
+if [ "$(grep -c '"type":"data"' "$OUT")" = 1 ] && grep -q '"action":"U"' "$OUT"; then
+    ok "...finds exactly the matching record"
+else
+    not_ok "...finds exactly the matching record" "$(head -c 300 "$OUT")"
+fi
+rm -f "$OUT" # decrypted output; the other patient must not stay on disk either
+
 # ---- no PHI anywhere ----------------------------------------------------------------------
 
 leaks=$(grep -alF -e "$CANARY" -e "$MARK" "$T"/*.err "$T"/*.out 2>/dev/null)

@@ -1299,6 +1299,12 @@ static const char *const log_help[] = {
     "        batches; 'sync' only once durable in every sink. Whatever the mode, all\n"
     "        records are written and synced before phiaudit exits.\n"
     "\n"
+    "    --blind-index\n"
+    "        Store keyed blind-index tags of the patient and clinician IDs in each\n"
+    "        record header, so that 'phiaudit query' can skip non-matching records\n"
+    "        without decrypting them. Anyone who can read the log then sees which\n"
+    "        records concern the same patient or clinician (not who they are).\n"
+    "\n"
     "    -q, --quiet\n"
     "        Do not print the summary line.\n"
     "\n"
@@ -1414,6 +1420,7 @@ enum {
     OPT_SINK,
     OPT_APP,
     OPT_DURABILITY,
+    OPT_BLIND_INDEX,
     OPT_QUIET,
     OPT_VERBOSE,
     OPT_EVENT = 100 /* + enum event_field */
@@ -1480,6 +1487,7 @@ typedef struct log_settings {
     const char *app;
     int durability_given;
     uint32_t durability;
+    int blind_index;
     int quiet;
     int verbose;
     const char *event_args[F_COUNT]; /* option values; break-glass: "" when given */
@@ -1492,6 +1500,7 @@ static const cli_option log_options[] = {
     {"sink", 0, 1, OPT_SINK},
     {"app", 0, 1, OPT_APP},
     {"durability", 0, 1, OPT_DURABILITY},
+    {"blind-index", 0, 0, OPT_BLIND_INDEX},
     {"quiet", 'q', 0, OPT_QUIET},
     {"verbose", 'v', 0, OPT_VERBOSE},
     {"clinician", 0, 1, OPT_EVENT + F_CLINICIAN},
@@ -1556,6 +1565,9 @@ static int log_parse_args(int argc, char **argv, log_settings *s)
             else
                 return cli_usage_error("log",
                                        "invalid --durability (expected none, group or sync)");
+            break;
+        case OPT_BLIND_INDEX:
+            s->blind_index = 1;
             break;
         case OPT_QUIET:
             s->quiet = 1;
@@ -1816,6 +1828,8 @@ static int cmd_log(int argc, char **argv)
         cfg.app_name = s.app;
         if (s.durability_given)
             cfg.durability = s.durability;
+        if (s.blind_index)
+            cfg.flags |= PHIAUDIT_FLAG_BLIND_INDEX;
         cfg.key = key;
         cfg.key_id = key_id;
         cfg.sinks = sinks;
