@@ -114,8 +114,8 @@ PHIAUDIT_API size_t phiaudit_key_id_len(void);
  * exclusively: an existing file is never overwritten).
  * @param path   destination path; must not exist.
  * @param key_id_out  optional (may be NULL): receives the new key's ID.
- * @return 0; PHIAUDIT_E_INVALID (NULL path); PHIAUDIT_E_IO (exists, or cannot write);
- *         PHIAUDIT_E_CRYPTO (no randomness).
+ * @return 0; PHIAUDIT_E_INVALID (NULL path); PHIAUDIT_E_IO (exists, or cannot write;
+ *         errno tells which); PHIAUDIT_E_CRYPTO (no randomness).
  * Thread-safe. Key bytes are wiped from memory before returning.
  */
 PHIAUDIT_API PHIAUDIT_WUR int phiaudit_key_generate_file(const char *path,
@@ -256,7 +256,9 @@ PHIAUDIT_API int phiaudit_logger_close(phiaudit_logger **logger);
 PHIAUDIT_API int phiaudit_logger_flush(phiaudit_logger *logger);
 
 /**
- * Last error detail for this logger (static-lifetime copy inside the logger, never PHI).
+ * Last error detail for this logger (a copy inside the logger, never PHI or key bytes).
+ * With @p logger NULL: the detail of the last phiaudit_logger_open() that failed on the
+ * calling thread (e.g. which sink could not be opened). Never returns NULL.
  * Thread-safe, but the text may be replaced by a concurrent failure.
  */
 PHIAUDIT_API const char *phiaudit_logger_errmsg(const phiaudit_logger *logger);
