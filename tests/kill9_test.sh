@@ -17,6 +17,8 @@ runs=6
 for ((r = 0; r < runs; r++)); do
   "$writer" "$T/key" "file:$T/logs/audit.log?max_bytes=65536" >"$T/acks.$r" 2>/dev/null &
   pid=$!
+  # let it start (a slow or sanitized build may take a while), then kill at a random moment
+  for ((w = 0; w < 200; w++)); do [ -s "$T/acks.$r" ] && break; sleep 0.05; done
   sleep "0.$((RANDOM % 4 + 1))"
   kill -9 "$pid"
   wait "$pid" 2>/dev/null
