@@ -108,7 +108,7 @@ PHIAUDIT_API void phiaudit_keyring_free(phiaudit_keyring **kr);
  * @return 0; PHIAUDIT_E_AUTH (modified or wrong key); PHIAUDIT_E_UNKNOWN_KEY;
  *         PHIAUDIT_E_TOO_LONG (cap too small; *out_len set to the size needed);
  *         parse errors as phiaudit_frame_parse; PHIAUDIT_E_CRYPTO.
- * Not thread-safe on the same keyring (it caches the last stream's derived key).
+ * Not thread-safe on the same keyring (it caches the derived keys of recent streams).
  */
 PHIAUDIT_API int phiaudit_frame_open(phiaudit_keyring *kr, const uint8_t *frame,
                                      size_t frame_len, uint8_t *out, size_t cap,
