@@ -40,11 +40,7 @@ static void test_app_atfork_handlers(void **state)
     snprintf(uri, sizeof uri, "file:%s/audit.log", dir);
     const char *uris[] = {uri};
     phiaudit_config c;
-    test_config(&c, NULL);
-    c.sinks = NULL;
-    c.sink_count = 0;
-    c.sink_uris = uris;
-    c.sink_uri_count = 1;
+    test_config_uri(&c, uris);
     assert_int_equal(pthread_atfork(app_prepare, NULL, app_child), 0); /* before the logger */
     assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
     phiaudit_event ev = event("parent");
@@ -65,9 +61,7 @@ static void test_app_atfork_handlers(void **state)
     assert_int_equal(prepare_rc, PHIAUDIT_E_STATE); /* refused, not deadlocked */
     assert_int_equal(phiaudit_logger_close(&lg), 0);
 
-    phiaudit_keyring *kr = NULL;
-    assert_int_equal(phiaudit_keyring_new(&kr), 0);
-    assert_int_equal(phiaudit_keyring_add(kr, test_key_id, test_key), 0);
+    phiaudit_keyring *kr = keyring_with_test_key();
     const char *sources[] = {dir};
     phiaudit_reader *r = NULL;
     assert_int_equal(phiaudit_reader_open(&r, sources, 1, kr), 0);
@@ -85,9 +79,7 @@ static void test_app_atfork_handlers(void **state)
     assert_int_equal(total, 3 + 4);
     phiaudit_reader_free(&r);
     phiaudit_keyring_free(&kr);
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    test_rm_rf(dir);
 }
 
 int main(void)

@@ -26,11 +26,7 @@ static void test_clock_step_back_is_not_tampering(void **state)
     snprintf(uri, sizeof uri, "file:%s/audit.log?max_bytes=4096", dir);
     const char *uris[] = {uri};
     phiaudit_config c;
-    test_config(&c, NULL);
-    c.sinks = NULL;
-    c.sink_count = 0;
-    c.sink_uris = uris;
-    c.sink_uri_count = 1;
+    test_config_uri(&c, uris);
     c.durability = PHIAUDIT_DURABILITY_SYNC; /* one batch per record: many rotations */
     phiaudit_logger *lg = NULL;
     assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
@@ -45,9 +41,7 @@ static void test_clock_step_back_is_not_tampering(void **state)
     }
     assert_int_equal(phiaudit_logger_close(&lg), 0);
 
-    phiaudit_keyring *kr = NULL;
-    assert_int_equal(phiaudit_keyring_new(&kr), 0);
-    assert_int_equal(phiaudit_keyring_add(kr, test_key_id, test_key), 0);
+    phiaudit_keyring *kr = keyring_with_test_key();
     const char *sources[] = {dir};
     phiaudit_reader *r = NULL;
     assert_int_equal(phiaudit_reader_open(&r, sources, 1, kr), 0);
@@ -55,9 +49,7 @@ static void test_clock_step_back_is_not_tampering(void **state)
     assert_int_equal(phiaudit_reader_verdict(r), PHIAUDIT_VERDICT_INTACT);
     phiaudit_reader_free(&r);
     phiaudit_keyring_free(&kr);
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    test_rm_rf(dir);
 }
 
 int main(void)

@@ -215,9 +215,7 @@ static void test_scope_round_trip(void **state)
     free(pt);
 
     /* the test-harness helper: exact field matches over authenticated records */
-    phiaudit_keyring *kr = NULL;
-    assert_int_equal(phiaudit_keyring_new(&kr), 0);
-    assert_int_equal(phiaudit_keyring_add(kr, test_key_id, test_key), 0);
+    phiaudit_keyring *kr = keyring_with_test_key();
     size_t count = 99;
     assert_int_equal(phiaudit_sink_memory_count_access(mem, kr, "dr-house", CANARY_PATIENT, 'U', 4, &count), 0);
     assert_int_equal(count, 1);
@@ -265,9 +263,7 @@ static void test_chain_links(void **state)
     size_t n = phiaudit_sink_memory_count(mem);
     assert_int_equal(n, 52);
 
-    phiaudit_keyring *kr = NULL;
-    assert_int_equal(phiaudit_keyring_new(&kr), 0);
-    assert_int_equal(phiaudit_keyring_add(kr, test_key_id, test_key), 0);
+    phiaudit_keyring *kr = keyring_with_test_key();
     uint8_t canary_tag[8];
     assert_int_equal(phiaudit_blind_index(kr, test_key_id, 'P', CANARY_PATIENT, canary_tag), 0);
     uint8_t prev[32] = {0};

@@ -70,14 +70,6 @@ static void make_log(logbuf *lb, int n, uint32_t flags, uint32_t format, const c
     assert_int_equal(phiaudit_sink_close(&mem), 0);
 }
 
-static phiaudit_keyring *test_keyring(void)
-{
-    phiaudit_keyring *kr = NULL;
-    assert_int_equal(phiaudit_keyring_new(&kr), 0);
-    assert_int_equal(phiaudit_keyring_add(kr, test_key_id, test_key), 0);
-    return kr;
-}
-
 static phiaudit_reader *open_buf(const uint8_t *p, size_t n, phiaudit_keyring *kr)
 {
     phiaudit_reader *r = NULL;
@@ -108,7 +100,7 @@ static void test_intact_report(void **state)
     (void)state;
     logbuf lb = {0};
     make_log(&lb, 10, 0, PHIAUDIT_FORMAT_JSON, CANARY_PATIENT);
-    phiaudit_keyring *kr = test_keyring();
+    phiaudit_keyring *kr = keyring_with_test_key();
     phiaudit_reader *r = open_buf(lb.p, lb.n, kr);
     phiaudit_reader_record rec;
     size_t n = 0;
@@ -183,7 +175,7 @@ static void test_auth_failure_hides_plaintext(void **state)
     logbuf lb = {0};
     make_log(&lb, 3, 0, PHIAUDIT_FORMAT_JSON, CANARY_PATIENT);
     lb.p[lb.off[1] + PHIAUDIT_HEADER_LEN + 5] ^= 1; /* ciphertext of the canary record */
-    phiaudit_keyring *kr = test_keyring();
+    phiaudit_keyring *kr = keyring_with_test_key();
     phiaudit_reader *r = open_buf(lb.p, lb.n, kr);
     phiaudit_reader_record rec;
     int seen = 0;
@@ -224,7 +216,7 @@ static void test_interleaved_streams(void **state)
         memcpy(mix + n, b.p + b.off[i], b.len[i]);
         n += b.len[i];
     }
-    phiaudit_keyring *kr = test_keyring();
+    phiaudit_keyring *kr = keyring_with_test_key();
     phiaudit_reader *r = open_buf(mix, n, kr);
     assert_int_equal(phiaudit_reader_run(r), 0);
     assert_int_equal(phiaudit_reader_verdict(r), PHIAUDIT_VERDICT_INTACT);
@@ -389,7 +381,7 @@ static void test_damage_and_torn(void **state)
 
 static int count_matches(const logbuf *lb, const phiaudit_query *q)
 {
-    phiaudit_keyring *kr = test_keyring();
+    phiaudit_keyring *kr = keyring_with_test_key();
     phiaudit_reader *r = open_buf(lb->p, lb->n, kr);
     assert_int_equal(phiaudit_reader_set_query(r, q), 0);
     phiaudit_reader_record rec;
@@ -447,7 +439,7 @@ static void test_query(void **state)
     /* Invalid queries. */
     logbuf lb = {0};
     make_log(&lb, 1, 0, PHIAUDIT_FORMAT_JSON, NULL);
-    phiaudit_keyring *kr = test_keyring();
+    phiaudit_keyring *kr = keyring_with_test_key();
     phiaudit_reader *r = open_buf(lb.p, lb.n, kr);
     phiaudit_query q;
     phiaudit_query_init(&q);
@@ -581,9 +573,7 @@ static void test_files_and_dirs(void **state)
     assert_int_equal(phiaudit_keyring_add_dir(NULL, kd, NULL), PHIAUDIT_E_INVALID);
     phiaudit_keyring_free(&kr);
 
-    char cmd[200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    test_rm_rf(dir);
     free(lb.p);
 }
 
@@ -597,7 +587,7 @@ static void test_alloc_failures(void **state)
     uint8_t *buf = malloc(lb.n);
     int order[] = {0, 1, 3, 4, 5, 6}; /* a gap, so the gap store allocates */
     size_t n = rebuild(&lb, order, 6, buf);
-    phiaudit_keyring *kr = test_keyring();
+    phiaudit_keyring *kr = keyring_with_test_key();
     int ok = 0;
     for (long fail = 0; fail < 200 && !ok; fail++) {
         phiaudit_test_fail_alloc_after(fail);

@@ -35,6 +35,33 @@ static inline void test_config(phiaudit_config *c, phiaudit_sink **sink)
     c->sink_count = 1;
 }
 
+/* A keyring holding the test key. */
+static inline phiaudit_keyring *keyring_with_test_key(void)
+{
+    phiaudit_keyring *kr = NULL;
+    assert_int_equal(phiaudit_keyring_new(&kr), 0);
+    assert_int_equal(phiaudit_keyring_add(kr, test_key_id, test_key), 0);
+    return kr;
+}
+
+/* test_config() writing to one sink URI instead of a sink object. */
+static inline void test_config_uri(phiaudit_config *c, const char **uri)
+{
+    test_config(c, NULL);
+    c->sinks = NULL;
+    c->sink_count = 0;
+    c->sink_uris = uri;
+    c->sink_uri_count = 1;
+}
+
+/* Remove a test directory and everything in it. */
+static inline void test_rm_rf(const char *dir)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* Decrypt frame i of a memory sink into a NUL-terminated malloc'd string (caller frees);
  * hdr receives the header. Fails the test if the frame does not authenticate. */
 static inline char *test_open_frame(phiaudit_sink *mem, size_t i, phiaudit_header *hdr)
@@ -43,9 +70,7 @@ static inline char *test_open_frame(phiaudit_sink *mem, size_t i, phiaudit_heade
     size_t len = sizeof frame;
     assert_int_equal(phiaudit_sink_memory_get(mem, i, frame, &len), 0);
     assert_int_equal(phiaudit_frame_parse(frame, len, hdr), 0);
-    phiaudit_keyring *kr = NULL;
-    assert_int_equal(phiaudit_keyring_new(&kr), 0);
-    assert_int_equal(phiaudit_keyring_add(kr, test_key_id, test_key), 0);
+    phiaudit_keyring *kr = keyring_with_test_key();
     char *out = malloc(len + 1);
     size_t n = 0;
     assert_int_equal(phiaudit_frame_open(kr, frame, len, (uint8_t *)out, len, &n), 0);
