@@ -11,15 +11,6 @@
 static phiaudit_logger *lg;
 static int prepare_rc = 1, child_rc = 1;
 
-static phiaudit_event event(const char *clinician)
-{
-    phiaudit_event ev;
-    phiaudit_event_init(&ev);
-    ev.clinician_id = clinician;
-    ev.patient_id = CANARY_PATIENT;
-    return ev;
-}
-
 static void app_prepare(void)
 {
     prepare_rc = phiaudit_logger_flush(lg);
@@ -27,7 +18,7 @@ static void app_prepare(void)
 
 static void app_child(void)
 {
-    phiaudit_event ev = event("child-handler");
+    phiaudit_event ev = canary_event("child-handler");
     child_rc = phiaudit_log_event(lg, &ev);
 }
 
@@ -43,13 +34,13 @@ static void test_app_atfork_handlers(void **state)
     test_config_uri(&c, uris);
     assert_int_equal(pthread_atfork(app_prepare, NULL, app_child), 0); /* before the logger */
     assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
-    phiaudit_event ev = event("parent");
+    phiaudit_event ev = canary_event("parent");
     assert_int_equal(phiaudit_log_event(lg, &ev), 0);
 
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        phiaudit_event again = event("child");
+        phiaudit_event again = canary_event("child");
         int ok = child_rc == 0 && phiaudit_log_event(lg, &again) == 0 &&
                  phiaudit_logger_close(&lg) == 0;
         _exit(ok ? 0 : 1);

@@ -297,10 +297,7 @@ static void test_text_format(void **state)
     c.payload_format = PHIAUDIT_FORMAT_TEXT;
     phiaudit_logger *lg = NULL;
     assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
-    phiaudit_event ev;
-    phiaudit_event_init(&ev);
-    ev.clinician_id = "C1";
-    ev.patient_id = CANARY_PATIENT;
+    phiaudit_event ev = canary_event("C1");
     ev.duration_us = 1500000;
     assert_int_equal(phiaudit_log_event(lg, &ev), 0);
     assert_int_equal(phiaudit_logger_close(&lg), 0);
@@ -371,10 +368,7 @@ static void test_hostile_input(void **state)
     assert_int_equal(phiaudit_scope_end(&s, 5), PHIAUDIT_E_INVALID);
     assert_null(s);
 
-    phiaudit_event ev;
-    phiaudit_event_init(&ev);
-    ev.clinician_id = "c";
-    ev.patient_id = CANARY_PATIENT;
+    phiaudit_event ev = canary_event("c");
     ev.detail = huge;
     assert_int_equal(phiaudit_log_event(lg, &ev), PHIAUDIT_E_TOO_LONG);
     ev.detail = NULL;
@@ -524,10 +518,7 @@ static void test_sink_failure_fail_closed_then_recovers(void **state)
     phiaudit_logger *lg = NULL;
     assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
 
-    phiaudit_event ev;
-    phiaudit_event_init(&ev);
-    ev.clinician_id = "c";
-    ev.patient_id = CANARY_PATIENT;
+    phiaudit_event ev = canary_event("c");
     assert_int_equal(phiaudit_log_event(lg, &ev), 0);
     assert_int_equal(phiaudit_logger_flush(lg), 0);
     assert_true(atomic_load(&p->syncs) >= 1); /* group durability syncs */
@@ -576,10 +567,7 @@ static void test_close_with_dead_sink_is_loud(void **state)
     phiaudit_logger *lg = NULL;
     assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
     atomic_store(&p->fail, 1);
-    phiaudit_event ev;
-    phiaudit_event_init(&ev);
-    ev.clinician_id = "c";
-    ev.patient_id = CANARY_PATIENT;
+    phiaudit_event ev = canary_event("c");
     assert_int_equal(phiaudit_log_event(lg, &ev), 0);
     diag_errors = 0;
     assert_int_equal(phiaudit_logger_close(&lg), PHIAUDIT_E_SINK);
@@ -605,10 +593,7 @@ static void test_sync_and_queue_full(void **state)
     c.durability = PHIAUDIT_DURABILITY_SYNC;
     phiaudit_logger *lg = NULL;
     assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
-    phiaudit_event ev;
-    phiaudit_event_init(&ev);
-    ev.clinician_id = "c";
-    ev.patient_id = CANARY_PATIENT;
+    phiaudit_event ev = canary_event("c");
     for (int i = 0; i < 20; i++) {
         assert_int_equal(phiaudit_log_event(lg, &ev), 0);
         assert_int_equal(p->count, (size_t)i + 2); /* delivered before returning */
@@ -657,10 +642,7 @@ static void test_sync_failure_does_not_rewrite(void **state)
     phiaudit_logger *lg = NULL;
     assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
     atomic_store(&p->fail_syncs, 3);
-    phiaudit_event ev;
-    phiaudit_event_init(&ev);
-    ev.clinician_id = "c";
-    ev.patient_id = CANARY_PATIENT;
+    phiaudit_event ev = canary_event("c");
     for (int i = 0; i < 40; i++)
         assert_int_equal(phiaudit_log_event(lg, &ev), 0);
     for (int i = 0; i < 500 && phiaudit_logger_flush(lg) != 0; i++)
@@ -684,10 +666,7 @@ static void test_sync_mode_error_meanings(void **state)
     c.durability = PHIAUDIT_DURABILITY_SYNC;
     phiaudit_logger *lg = NULL;
     assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
-    phiaudit_event ev;
-    phiaudit_event_init(&ev);
-    ev.clinician_id = "c";
-    ev.patient_id = CANARY_PATIENT;
+    phiaudit_event ev = canary_event("c");
     atomic_store(&p->fail, 1);
     assert_int_equal(phiaudit_log_event(lg, &ev), PHIAUDIT_E_SINK);      /* queued */
     assert_int_equal(phiaudit_log_event(lg, &ev), PHIAUDIT_E_SINK_DOWN); /* not sealed */
@@ -722,10 +701,7 @@ static void test_close_records_abandoned_while_failing(void **state)
     phiaudit_scope *open_scope = NULL;
     assert_int_equal(phiaudit_scope_begin(&open_scope, lg, "c", CANARY_PATIENT, 'R'), 0);
     atomic_store(&p->fail, 1);
-    phiaudit_event ev;
-    phiaudit_event_init(&ev);
-    ev.clinician_id = "c";
-    ev.patient_id = CANARY_PATIENT;
+    phiaudit_event ev = canary_event("c");
     assert_int_equal(phiaudit_log_event(lg, &ev), 0);
     assert_int_equal(phiaudit_logger_flush(lg), PHIAUDIT_E_SINK);
     pthread_t t;
@@ -783,10 +759,7 @@ static void test_million_records_threads_unique_nonces(void **state)
 static void *fork_hammer(void *arg)
 {
     phiaudit_logger *lg = arg;
-    phiaudit_event ev;
-    phiaudit_event_init(&ev);
-    ev.clinician_id = "bg";
-    ev.patient_id = CANARY_PATIENT;
+    phiaudit_event ev = canary_event("bg");
     for (int i = 0; i < 20000; i++)
         assert_int_equal(phiaudit_log_event(lg, &ev), 0);
     return NULL;
@@ -816,10 +789,7 @@ static void test_fork_both_log(void **state)
 
     pid_t pid = fork();
     assert_true(pid >= 0);
-    phiaudit_event ev;
-    phiaudit_event_init(&ev);
-    ev.clinician_id = pid == 0 ? "child" : "parent";
-    ev.patient_id = CANARY_PATIENT;
+    phiaudit_event ev = canary_event(pid == 0 ? "child" : "parent");
     for (int i = 0; i < 20000; i++) {
         int rc = phiaudit_log_event(lg, &ev);
         if (pid == 0 && rc != 0)
@@ -901,10 +871,7 @@ static void test_fork_child_flush_and_foreign_scopes(void **state)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        phiaudit_event ev;
-        phiaudit_event_init(&ev);
-        ev.clinician_id = "child";
-        ev.patient_id = CANARY_PATIENT;
+        phiaudit_event ev = canary_event("child");
         int ok = phiaudit_logger_flush(lg) == 0 && phiaudit_log_event(lg, &ev) == 0 &&
                  phiaudit_logger_close(&lg) == 0; /* records `mine` as abandoned */
         _exit(ok ? 0 : 12);
@@ -950,10 +917,7 @@ static void test_raw_fork_without_atfork(void **state)
     test_config(&c, &sink);
     phiaudit_logger *lg = NULL;
     assert_int_equal(phiaudit_logger_open(&lg, &c), 0);
-    phiaudit_event ev;
-    phiaudit_event_init(&ev);
-    ev.clinician_id = "c";
-    ev.patient_id = CANARY_PATIENT;
+    phiaudit_event ev = canary_event("c");
     assert_int_equal(phiaudit_log_event(lg, &ev), 0);
     assert_int_equal(phiaudit_logger_flush(lg), 0); /* flusher idle: holds no lock */
 

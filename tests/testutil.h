@@ -54,6 +54,16 @@ static inline void test_config_uri(phiaudit_config *c, const char **uri)
     c->sink_uri_count = 1;
 }
 
+/* A one-shot event by @p clinician on the canary patient. */
+static inline phiaudit_event canary_event(const char *clinician)
+{
+    phiaudit_event ev;
+    phiaudit_event_init(&ev);
+    ev.clinician_id = clinician;
+    ev.patient_id = CANARY_PATIENT;
+    return ev;
+}
+
 /* Remove a test directory and everything in it. */
 static inline void test_rm_rf(const char *dir)
 {
