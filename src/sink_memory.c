@@ -134,15 +134,11 @@ int phiaudit_sink_memory_clear(phiaudit_sink *sink)
     return 0;
 }
 
-int phiaudit_sink_memory_open_record(phiaudit_sink *sink, phiaudit_keyring *kr, size_t index,
-                                     char *buf, size_t cap, size_t *len, int *type)
+/* open_record with the caller's PHIAUDIT_MAX_FRAME_LEN-byte frame buffer. */
+static int open_record_with(phiaudit_sink *sink, phiaudit_keyring *kr, size_t index,
+                            uint8_t *frame, char *buf, size_t cap, size_t *len, int *type)
 {
-    if (!as_memory(sink) || !kr || !len || (!buf && cap))
-        return PHIAUDIT_E_INVALID;
     size_t flen = PHIAUDIT_MAX_FRAME_LEN;
-    uint8_t *frame = phiaudit_malloc(flen);
-    if (!frame)
-        return PHIAUDIT_E_NOMEM;
     phiaudit_header h;
     int rc = phiaudit_sink_memory_get(sink, index, frame, &flen);
     if (!rc)
@@ -156,6 +152,18 @@ int phiaudit_sink_memory_open_record(phiaudit_sink *sink, phiaudit_keyring *kr, 
     } else if (rc == PHIAUDIT_E_TOO_LONG) {
         *len += 1;
     }
+    return rc;
+}
+
+int phiaudit_sink_memory_open_record(phiaudit_sink *sink, phiaudit_keyring *kr, size_t index,
+                                     char *buf, size_t cap, size_t *len, int *type)
+{
+    if (!as_memory(sink) || !kr || !len || (!buf && cap))
+        return PHIAUDIT_E_INVALID;
+    uint8_t *frame = phiaudit_malloc(PHIAUDIT_MAX_FRAME_LEN);
+    if (!frame)
+        return PHIAUDIT_E_NOMEM;
+    int rc = open_record_with(sink, kr, index, frame, buf, cap, len, type);
     phiaudit_free(frame);
     return rc;
 }
@@ -183,15 +191,19 @@ int phiaudit_sink_memory_count_access(phiaudit_sink *sink, phiaudit_keyring *kr,
     *count = 0;
     size_t cap = PHIAUDIT_MAX_FRAME_LEN;
     char *pt = phiaudit_malloc(cap);
+    uint8_t *frame = phiaudit_malloc(PHIAUDIT_MAX_FRAME_LEN); /* one for all frames */
     phiaudit_buf want = {0};
-    if (!pt)
+    if (!pt || !frame) {
+        phiaudit_free(pt);
+        phiaudit_free(frame);
         return PHIAUDIT_E_NOMEM;
+    }
     int rc = 0;
     size_t n = phiaudit_sink_memory_count(sink);
     for (size_t i = 0; i < n && !rc; i++) {
         size_t len = 0;
         int type = 0;
-        rc = phiaudit_sink_memory_open_record(sink, kr, i, pt, cap, &len, &type);
+        rc = open_record_with(sink, kr, i, frame, pt, cap, &len, &type);
         if (rc || type != PHIAUDIT_RECORD_DATA)
             continue;
         int match = 1;
@@ -213,6 +225,7 @@ int phiaudit_sink_memory_count_access(phiaudit_sink *sink, phiaudit_keyring *kr,
     }
     phiaudit_wipe(pt, cap);
     phiaudit_free(pt);
+    phiaudit_free(frame);
     phiaudit_buf_free(&want);
     return rc;
 }
